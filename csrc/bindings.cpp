@@ -1,0 +1,251 @@
+// fastlstm._core: converts and checks arrays, releases the GIL, calls the kernels in lstm.cpp.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lstm.h"
+
+namespace py = pybind11;
+using namespace fastlstm;
+
+using F32 = py::array_t<float, py::array::c_style>;
+using I32 = py::array_t<int32_t, py::array::c_style>;
+
+static std::string shape_str(const std::vector<py::ssize_t>& s) {
+  std::ostringstream o;
+  o << "(";
+  for (size_t k = 0; k < s.size(); ++k) o << (k ? ", " : "") << s[k];
+  o << (s.size() == 1 ? ",)" : ")");
+  return o.str();
+}
+
+// A C-contiguous array of dtype T with the expected shape (-1: any extent), or ValueError.
+template <class T>
+static py::array_t<T, py::array::c_style> checked(py::handle obj, const char* name,
+                                                  const char* dims,
+                                                  std::vector<py::ssize_t> shape) {
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::value_error(std::string(name) + " must be a numpy array, got " +
+                          std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!a.dtype().is(py::dtype::of<T>())) {
+    throw py::value_error(std::string(name) + " must have dtype " +
+                          std::string(py::str(py::dtype::of<T>())) + ", got " +
+                          std::string(py::str(a.dtype())));
+  }
+  std::vector<py::ssize_t> got(a.shape(), a.shape() + a.ndim());
+  bool ok = got.size() == shape.size();
+  for (size_t k = 0; ok && k < shape.size(); ++k) ok = shape[k] < 0 || shape[k] == got[k];
+  if (!ok) {
+    std::vector<py::ssize_t> want = shape;
+    std::ostringstream o;
+    o << name << " must have shape " << dims;
+    bool all_known = true;
+    for (auto s : want) all_known = all_known && s >= 0;
+    if (all_known) o << " = " << shape_str(want);
+    o << ", got " << shape_str(got);
+    throw py::value_error(o.str());
+  }
+  return py::array_t<T, py::array::c_style>::ensure(a);
+}
+
+static int as_int(py::ssize_t v, const char* what) {
+  if (v > py::ssize_t(1) << 30) throw py::value_error(std::string(what) + " is too large");
+  return int(v);
+}
+
+// Workspace held by Python; a missing one means a private one for this call.
+static std::shared_ptr<Workspace> workspace_or_new(std::shared_ptr<Workspace> ws) {
+  return ws ? ws : std::make_shared<Workspace>();
+}
+
+static void check_backward(const Workspace& ws, bool token_input) {
+  if (!ws.has_forward || ws.token_input != token_input) {
+    throw py::value_error(std::string("backward needs a preceding ") +
+                          (token_input ? "lstm_forward_tokens" : "lstm_forward") +
+                          " on the same workspace");
+  }
+}
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastlstm C++ kernels: fused LSTM forward/backward through time (Keras semantics)";
+
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &get_num_threads);
+
+  py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace",
+      "Activations kept by a forward call for its backward; reused between calls.")
+      .def(py::init<>());
+
+  m.def("input_projection", [](py::handle x_, py::handle kernel_, py::handle bias_) {
+    auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
+    const py::ssize_t N = x.shape(0), E = x.shape(1);
+    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, -1});
+    const py::ssize_t H4 = kernel.shape(1);
+    auto bias = checked<float>(bias_, "bias", "(4H,)", {H4});
+    F32 z({N, H4});
+    {
+      py::gil_scoped_release nogil;
+      input_projection(x.data(), kernel.data(), bias.data(), as_int(N, "N"), as_int(E, "E"),
+                       as_int(H4, "4H"), z.mutable_data());
+    }
+    return z;
+  }, py::arg("x"), py::arg("kernel"), py::arg("bias"),
+  "z (N,4H) = x (N,E) @ kernel (E,4H) + bias (4H).");
+
+  m.def("input_projection_backward", [](py::handle x_, py::handle kernel_, py::handle dz_,
+                                        bool need_dx) {
+    auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
+    const py::ssize_t N = x.shape(0), E = x.shape(1);
+    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, -1});
+    const py::ssize_t H4 = kernel.shape(1);
+    auto dz = checked<float>(dz_, "dz", "(N, 4H)", {N, H4});
+    F32 dkernel({E, H4}), dbias({H4});
+    std::optional<F32> dx;
+    if (need_dx) dx.emplace(std::vector<py::ssize_t>{N, E});
+    float* dx_ptr = dx ? dx->mutable_data() : nullptr;
+    {
+      py::gil_scoped_release nogil;
+      input_projection_backward(x.data(), kernel.data(), dz.data(), as_int(N, "N"),
+                                as_int(E, "E"), as_int(H4, "4H"), dx_ptr,
+                                dkernel.mutable_data(), dbias.mutable_data());
+    }
+    py::object dx_out = dx ? py::object(*dx) : py::none();
+    return py::make_tuple(dx_out, dkernel, dbias);
+  }, py::arg("x"), py::arg("kernel"), py::arg("dz"), py::arg("need_dx") = true,
+  "Backward of input_projection: (dx (N,E) or None, dkernel (E,4H), dbias (4H)).");
+
+  m.def("lstm_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
+                           py::handle bias_, bool return_sequences,
+                           std::shared_ptr<Workspace> ws) {
+    auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
+    const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
+    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {-1, -1});
+    const py::ssize_t H = recurrent.shape(0);
+    if (H < 1 || recurrent.shape(1) != 4 * H) {
+      throw py::value_error("recurrent_kernel must have shape (H, 4H) with H >= 1, got " +
+                            shape_str({recurrent.shape(0), recurrent.shape(1)}));
+    }
+    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
+    auto bias = checked<float>(bias_, "bias", "(4H,)", {4 * H});
+    ws = workspace_or_new(ws);
+    F32 h_last({B, H});
+    std::optional<F32> h_seq;
+    if (return_sequences) h_seq.emplace(std::vector<py::ssize_t>{B, T, H});
+    float* seq_ptr = h_seq ? h_seq->mutable_data() : nullptr;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(ws->busy);
+      lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(),
+                         as_int(B, "B"), as_int(T, "T"), as_int(E, "E"), as_int(H, "H"),
+                         h_last.mutable_data(), seq_ptr);
+    }
+    if (h_seq) return py::object(py::make_tuple(h_last, *h_seq));
+    return py::object(h_last);
+  }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+  py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
+  "LSTM over x (B,T,E) float32 -> h_last (B,H), or (h_last, h_seq (B,T,H)).\n"
+  "Pass a Workspace to keep what lstm_backward needs.");
+
+  m.def("lstm_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
+                            py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_) {
+    if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward");
+    check_backward(*ws, false);
+    const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
+    auto x = checked<float>(x_, "x", "(B, T, E) as in forward", {B, T, E});
+    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
+    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
+    auto dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
+    std::optional<F32> dh_seq;
+    if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
+    const float* dseq_ptr = dh_seq ? dh_seq->data() : nullptr;
+    F32 dx({B, T, E}), dkernel({E, 4 * H}), drecurrent({H, 4 * H}), dbias({4 * H});
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(ws->busy);
+      lstm_backward_dense(*ws, x.data(), kernel.data(), recurrent.data(), dh_last.data(),
+                          dseq_ptr, dx.mutable_data(), dkernel.mutable_data(),
+                          drecurrent.mutable_data(), dbias.mutable_data());
+    }
+    return py::make_tuple(dx, dkernel, drecurrent, dbias);
+  }, py::arg("workspace"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
+  py::arg("dh_last"), py::arg("dh_seq") = py::none(),
+  "Backward of lstm_forward -> (dx (B,T,E), dkernel (E,4H), drecurrent (H,4H), dbias (4H)).");
+
+  m.def("lstm_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
+                                  int pad_row, bool return_sequences,
+                                  std::shared_ptr<Workspace> ws) {
+    auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
+    const py::ssize_t B = ids.shape(0), T = ids.shape(1);
+    auto table = checked<float>(table_, "table", "(U, 4H)", {-1, -1});
+    const py::ssize_t U = table.shape(0);
+    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {-1, -1});
+    const py::ssize_t H = recurrent.shape(0);
+    if (H < 1 || recurrent.shape(1) != 4 * H || table.shape(1) != 4 * H) {
+      throw py::value_error("recurrent_kernel must have shape (H, 4H) with H >= 1 and table (U, 4H); got " +
+                            shape_str({recurrent.shape(0), recurrent.shape(1)}) + " and " +
+                            shape_str({table.shape(0), table.shape(1)}));
+    }
+    if (pad_row < -1 || pad_row >= U) {
+      throw py::value_error("pad_row must be -1 or a table row in [0, " + std::to_string(U) +
+                            "), got " + std::to_string(pad_row));
+    }
+    const int32_t* id = ids.data();
+    for (py::ssize_t k = 0; k < B * T; ++k) {
+      if (id[k] < 0 || id[k] >= U) {
+        throw py::value_error("ids[" + std::to_string(k / T) + ", " + std::to_string(k % T) +
+                              "] = " + std::to_string(id[k]) + " is not a table row in [0, " +
+                              std::to_string(U) + ")");
+      }
+    }
+    ws = workspace_or_new(ws);
+    F32 h_last({B, H});
+    std::optional<F32> h_seq;
+    if (return_sequences) h_seq.emplace(std::vector<py::ssize_t>{B, T, H});
+    float* seq_ptr = h_seq ? h_seq->mutable_data() : nullptr;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(ws->busy);
+      lstm_forward(*ws, table.data(), as_int(U, "U"), id, pad_row, recurrent.data(),
+                   as_int(B, "B"), as_int(T, "T"), as_int(H, "H"), h_last.mutable_data(),
+                   seq_ptr);
+    }
+    if (h_seq) return py::object(py::make_tuple(h_last, *h_seq));
+    return py::object(h_last);
+  }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
+  py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
+  "LSTM over token ids (B,T) int32 whose projected inputs are rows of table (U,4H)\n"
+  "(= embeddings @ kernel + bias). Leading runs of pad_row are skipped exactly.\n"
+  "-> h_last (B,H), or (h_last, h_seq (B,T,H)).");
+
+  m.def("lstm_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
+                                   py::handle dh_last_, py::handle dh_seq_) {
+    if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward_tokens");
+    check_backward(*ws, true);
+    const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
+    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
+    auto dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
+    std::optional<F32> dh_seq;
+    if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
+    const float* dseq_ptr = dh_seq ? dh_seq->data() : nullptr;
+    F32 dtable({U, 4 * H}), drecurrent({H, 4 * H});
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(ws->busy);
+      lstm_backward(*ws, recurrent.data(), dh_last.data(), dseq_ptr, dtable.mutable_data(),
+                    drecurrent.mutable_data());
+    }
+    return py::make_tuple(dtable, drecurrent);
+  }, py::arg("workspace"), py::arg("recurrent_kernel"), py::arg("dh_last"),
+  py::arg("dh_seq") = py::none(),
+  "Backward of lstm_forward_tokens -> (dtable (U,4H), drecurrent (H,4H)).");
+}

@@ -1,0 +1,374 @@
+// Fused LSTM forward/backward through time. See lstm.h for the math and the layouts.
+#include "lstm.h"
+
+#include <omp.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <numeric>
+
+namespace fastlstm {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MatMap = Eigen::Map<RowMat>;
+using ConstMatMap = Eigen::Map<const RowMat>;
+using VecMap = Eigen::Map<Eigen::ArrayXf>;
+using ConstVecMap = Eigen::Map<const Eigen::ArrayXf>;
+
+static std::atomic<int> g_num_threads{0};  // 0: not set, use all cores
+
+void set_num_threads(int n) {
+  g_num_threads = n;
+  Eigen::setNbThreads(n);
+}
+
+int get_num_threads() {
+  int n = g_num_threads;
+  return n > 0 ? n : omp_get_num_procs();
+}
+
+template <class T>
+static void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+// ---------------------------------------------------------------------------------------
+// Input projection (outside the time loop: one big GEMM)
+
+void input_projection(const float* x, const float* kernel, const float* bias, int N, int E,
+                      int H4, float* z) {
+  // x (N,E), kernel (E,H4), bias (H4) -> z (N,H4)
+  ConstMatMap X(x, N, E), K(kernel, E, H4);
+  MatMap Z(z, N, H4);
+  Z.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias, H4);
+  if (E > 0) Z.noalias() += X * K;
+}
+
+void input_projection_backward(const float* x, const float* kernel, const float* dz, int N,
+                               int E, int H4, float* dx, float* dkernel, float* dbias) {
+  // forward: z = x @ kernel + bias
+  ConstMatMap X(x, N, E), K(kernel, E, H4), dZ(dz, N, H4);
+  MatMap dK(dkernel, E, H4);
+  Eigen::Map<Eigen::RowVectorXf> db(dbias, H4);
+  if (N == 0) {
+    dK.setZero();
+    db.setZero();
+    return;
+  }
+  dK.noalias() = X.transpose() * dZ;
+  db = dZ.colwise().sum();
+  if (dx) {
+    MatMap dX(dx, N, E);
+    dX.noalias() = dZ * K.transpose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// One LSTM cell, one row: the gate math on data still in cache.
+
+// z (4H) in: pre-activations, out: activated gates i,f,g,o. c_prev (H) -> c (H), h (H).
+static inline void cell_forward(float* z, const float* c_prev, float* c, float* h, int H) {
+  VecMap zi(z, H), zf(z + H, H), zg(z + 2 * H, H), zo(z + 3 * H, H);
+  zi = zi.logistic();
+  zf = zf.logistic();
+  zg = zg.tanh();
+  zo = zo.logistic();
+  VecMap cc(c, H), hh(h, H);
+  cc = zf * ConstVecMap(c_prev, H) + zi * zg;
+  hh = zo * cc.tanh();
+}
+
+// a (4H) activated gates; c_prev, c (H); dh (H) = dL/dh_t; dc (H) in: dL/dc_t from step t+1,
+// out: dL/dc_{t-1}; dz (4H) out: dL/dz_t. tc (H) scratch.
+static inline void cell_backward(const float* a, const float* c_prev, const float* c,
+                                 const float* dh, float* dc, float* dz, float* tc, int H) {
+  ConstVecMap ai(a, H), af(a + H, H), ag(a + 2 * H, H), ao(a + 3 * H, H);
+  ConstVecMap dH(dh, H), cp(c_prev, H);
+  VecMap dC(dc, H), t(tc, H);
+  VecMap dzi(dz, H), dzf(dz + H, H), dzg(dz + 2 * H, H), dzo(dz + 3 * H, H);
+  t = ConstVecMap(c, H).tanh();
+  dzo = dH * t * ao * (1.f - ao);             // h = o * tanh(c)
+  dC += dH * ao * (1.f - t.square());
+  dzi = dC * ag * ai * (1.f - ai);            // c = f * c_prev + i * g
+  dzf = dC * cp * af * (1.f - af);
+  dzg = dC * ai * (1.f - ag.square());
+  dC *= af;
+}
+
+// ---------------------------------------------------------------------------------------
+// Forward through time
+
+void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
+                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq) {
+  const int H4 = 4 * H;
+  const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
+  const int nth = std::max(1, std::min(get_num_threads(), B));
+  ConstMatMap R(recurrent, H, H4);
+
+  ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0;
+  ws.token_input = ids != nullptr;
+  ws.pad_row = ids ? pad_row : -1;
+  if (ids) {
+    ws.ids.assign(ids, ids + size_t(B) * T);
+  }
+  grow(ws.slot_of_row, B), grow(ws.row_of_slot, B), grow(ws.start, B);
+  grow(ws.gates, size_t(T) * BH4);
+  grow(ws.hs, size_t(T + 1) * BH), grow(ws.cs, size_t(T + 1) * BH);
+
+  // Start step of each row: the length of its leading run of padding (T: all padding).
+  std::vector<int> row_start(B, 0);
+  if (ids && pad_row >= 0) {
+    for (int b = 0; b < B; ++b) {
+      const int32_t* r = ids + size_t(b) * T;
+      int s = 0;
+      while (s < T && r[s] == pad_row) ++s;
+      row_start[b] = s;
+    }
+  }
+  ws.S = B ? *std::max_element(row_start.begin(), row_start.end()) : 0;
+
+  // Slots: rows sorted by start, dealt round-robin to threads, so each thread owns a
+  // contiguous slot range whose active rows at step t are a prefix and work is balanced.
+  std::vector<int> order(B);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return row_start[a] < row_start[b]; });
+  ws.thread_lo.assign(nth + 1, 0);
+  {
+    int slot = 0;
+    for (int j = 0; j < nth; ++j) {
+      ws.thread_lo[j] = slot;
+      for (int k = j; k < B; k += nth) {
+        ws.row_of_slot[slot] = order[k];
+        ws.slot_of_row[order[k]] = slot;
+        ws.start[slot] = row_start[order[k]];
+        ++slot;
+      }
+    }
+    ws.thread_lo[nth] = slot;
+  }
+
+  // The shared padding trajectory: one row fed pad_row for S steps from the zero state.
+  const int S = ws.S;
+  grow(ws.traj_gates, size_t(S) * H4);
+  grow(ws.traj_h, size_t(S + 1) * H), grow(ws.traj_c, size_t(S + 1) * H);
+  std::fill_n(ws.traj_h.begin(), H, 0.f);
+  std::fill_n(ws.traj_c.begin(), H, 0.f);
+  for (int t = 0; t < S; ++t) {
+    float* z = &ws.traj_gates[size_t(t) * H4];
+    Eigen::Map<Eigen::RowVectorXf> zr(z, H4);
+    zr = Eigen::Map<const Eigen::RowVectorXf>(table + size_t(pad_row) * H4, H4);
+    zr.noalias() += Eigen::Map<const Eigen::RowVectorXf>(&ws.traj_h[size_t(t) * H], H) * R;
+    cell_forward(z, &ws.traj_c[size_t(t) * H], &ws.traj_c[size_t(t + 1) * H],
+                 &ws.traj_h[size_t(t + 1) * H], H);
+  }
+
+  float* gates = ws.gates.data();
+  float* hs = ws.hs.data();
+  float* cs = ws.cs.data();
+  std::fill_n(hs, BH, 0.f);  // zero initial state
+  std::fill_n(cs, BH, 0.f);
+
+  // Each thread owns slots [lo,hi) for all time steps: no barrier per step.
+#pragma omp parallel num_threads(nth)
+  {
+    const int j = omp_get_thread_num();
+    const int lo = ws.thread_lo[j], hi = ws.thread_lo[j + 1];
+    int active = lo;  // slots [lo,active) are past their leading padding at step t
+    for (int t = 0; t < T; ++t) {
+      float* hprev = hs + size_t(t) * BH;
+      float* cprev = cs + size_t(t) * BH;
+      const int first_new = active;
+      while (active < hi && ws.start[active] <= t) ++active;
+      // Rows starting now continue from the shared trajectory's state h_{t-1}, c_{t-1}.
+      for (int s = first_new; s < active; ++s) {
+        std::memcpy(hprev + size_t(s) * H, &ws.traj_h[size_t(t) * H], H * sizeof(float));
+        std::memcpy(cprev + size_t(s) * H, &ws.traj_c[size_t(t) * H], H * sizeof(float));
+      }
+      // Inactive rows: keep their (unused) state finite for the weight-gradient GEMM.
+      for (int s = active; s < hi; ++s) {
+        std::fill_n(hs + size_t(t + 1) * BH + size_t(s) * H, H, 0.f);
+      }
+      const int n = active - lo;
+      if (n == 0) continue;
+      float* z = gates + size_t(t) * BH4 + size_t(lo) * H4;  // (n,4H)
+      for (int s = lo; s < active; ++s) {
+        const int b = ws.row_of_slot[s];
+        const size_t row = ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t;
+        std::memcpy(z + size_t(s - lo) * H4, table + row * H4, H4 * sizeof(float));
+      }
+      MatMap Z(z, n, H4);
+      Z.noalias() += ConstMatMap(hprev + size_t(lo) * H, n, H) * R;
+      float* cnext = cs + size_t(t + 1) * BH;
+      float* hnext = hs + size_t(t + 1) * BH;
+      for (int s = lo; s < active; ++s) {
+        cell_forward(z + size_t(s - lo) * H4, cprev + size_t(s) * H, cnext + size_t(s) * H,
+                     hnext + size_t(s) * H, H);
+      }
+    }
+  }
+
+  // Outputs in row order; all-padding positions take the shared trajectory's state.
+  for (int b = 0; b < B; ++b) {
+    const int slot = ws.slot_of_row[b], s0 = ws.start[slot];
+    const float* src = s0 < T ? hs + size_t(T) * BH + size_t(slot) * H
+                              : &ws.traj_h[size_t(T) * H];
+    std::memcpy(h_last + size_t(b) * H, src, H * sizeof(float));
+    if (h_seq) {
+      for (int t = 0; t < T; ++t) {
+        const float* st = t >= s0 ? hs + size_t(t + 1) * BH + size_t(slot) * H
+                                  : &ws.traj_h[size_t(t + 1) * H];
+        std::memcpy(h_seq + (size_t(b) * T + t) * H, st, H * sizeof(float));
+      }
+    }
+  }
+  ws.has_forward = true;
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward through time
+
+void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
+                   const float* dh_seq, float* dtable, float* drecurrent) {
+  const int B = ws.B, T = ws.T, H = ws.H, U = ws.U, S = ws.S, H4 = 4 * H;
+  const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
+  const int nth = int(ws.thread_lo.size()) - 1;
+  ConstMatMap R(recurrent, H, H4);
+  MatMap dR(drecurrent, H, H4);
+  MatMap dTable(dtable, U, H4);
+
+  grow(ws.dgates, size_t(T) * BH4);
+  grow(ws.dh, BH), grow(ws.dc, BH), grow(ws.dh0, BH), grow(ws.dc0, BH);
+  float* dgates = ws.dgates.data();
+  const float* gates = ws.gates.data();
+  const float* hs = ws.hs.data();
+  const float* cs = ws.cs.data();
+
+  for (int b = 0; b < B; ++b) {
+    const int slot = ws.slot_of_row[b];
+    std::memcpy(&ws.dh[size_t(slot) * H], dh_last + size_t(b) * H, H * sizeof(float));
+  }
+  std::fill_n(ws.dc.begin(), BH, 0.f);
+  std::fill_n(ws.dh0.begin(), BH, 0.f);
+  std::fill_n(ws.dc0.begin(), BH, 0.f);
+
+#pragma omp parallel num_threads(nth)
+  {
+    const int j = omp_get_thread_num();
+    const int lo = ws.thread_lo[j], hi = ws.thread_lo[j + 1];
+    std::vector<float> tanh_c(H);  // scratch, allocated once per call
+    int active = hi;
+    while (active > lo && ws.start[active - 1] >= T) --active;
+    for (int t = T - 1; t >= 0; --t) {
+      while (active > lo && ws.start[active - 1] > t) --active;
+      float* dz = dgates + size_t(t) * BH4;
+      for (int s = active; s < hi; ++s) std::fill_n(dz + size_t(s) * H4, H4, 0.f);
+      const int n = active - lo;
+      if (n == 0) continue;
+      for (int s = lo; s < active; ++s) {
+        float* dh = &ws.dh[size_t(s) * H];
+        if (dh_seq) {
+          const int b = ws.row_of_slot[s];
+          VecMap(dh, H) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H, H);
+        }
+        cell_backward(gates + size_t(t) * BH4 + size_t(s) * H4, cs + size_t(t) * BH + size_t(s) * H,
+                      cs + size_t(t + 1) * BH + size_t(s) * H, dh, &ws.dc[size_t(s) * H],
+                      dz + size_t(s) * H4, tanh_c.data(), H);
+      }
+      // dL/dh_{t-1} = dz_t @ recurrent^T       (from z_t = ... + h_{t-1} @ recurrent)
+      MatMap(&ws.dh[size_t(lo) * H], n, H).noalias() =
+          ConstMatMap(dz + size_t(lo) * H4, n, H4) * R.transpose();
+      // Rows that started at t > 0 hand their state gradient to the shared trajectory.
+      for (int s = active - 1; t > 0 && s >= lo && ws.start[s] == t; --s) {
+        std::memcpy(&ws.dh0[size_t(s) * H], &ws.dh[size_t(s) * H], H * sizeof(float));
+        std::memcpy(&ws.dc0[size_t(s) * H], &ws.dc[size_t(s) * H], H * sizeof(float));
+      }
+    }
+  }
+
+  // drecurrent = sum_t h_{t-1}^T @ dz_t, over all T*B rows at once (inactive rows have dz = 0)
+  if (T > 0 && B > 0) {
+    dR.noalias() = ConstMatMap(hs, size_t(T) * B, H).transpose() *
+                   ConstMatMap(dgates, size_t(T) * B, H4);
+  } else {
+    dR.setZero();
+  }
+
+  // dtable: scatter-add dz of every active position into its table row. Threads own
+  // column ranges, so there is no write conflict and the sum order is fixed.
+  dTable.setZero();
+#pragma omp parallel num_threads(nth)
+  {
+    const int j = omp_get_thread_num();
+    const int c0 = int(int64_t(H4) * j / nth), c1 = int(int64_t(H4) * (j + 1) / nth);
+    for (int b = 0; b < B; ++b) {
+      const int slot = ws.slot_of_row[b];
+      for (int t = ws.start[slot]; t < T; ++t) {
+        const size_t row = ws.token_input ? size_t(ws.ids[size_t(b) * T + t]) : size_t(b) * T + t;
+        float* dst = dtable + row * H4;
+        const float* src = dgates + size_t(t) * BH4 + size_t(slot) * H4;
+        for (int c = c0; c < c1; ++c) dst[c] += src[c];
+      }
+    }
+  }
+
+  // Backward through the shared padding trajectory. Gradient reaches its state at step
+  // t-1 from every row starting at t, from all-padding rows, and from h_seq positions.
+  if (S > 0) {
+    RowMat dtraj_h = RowMat::Zero(S, H), dtraj_c = RowMat::Zero(S, H);
+    for (int b = 0; b < B; ++b) {
+      const int slot = ws.slot_of_row[b], s0 = ws.start[slot];
+      if (s0 > 0 && s0 < T) {
+        dtraj_h.row(s0 - 1) += Eigen::Map<const Eigen::RowVectorXf>(&ws.dh0[size_t(slot) * H], H);
+        dtraj_c.row(s0 - 1) += Eigen::Map<const Eigen::RowVectorXf>(&ws.dc0[size_t(slot) * H], H);
+      } else if (s0 == T) {
+        dtraj_h.row(T - 1) += Eigen::Map<const Eigen::RowVectorXf>(dh_last + size_t(b) * H, H);
+      }
+      if (dh_seq) {
+        for (int t = 0; t < s0; ++t) {
+          dtraj_h.row(t) += Eigen::Map<const Eigen::RowVectorXf>(dh_seq + (size_t(b) * T + t) * H, H);
+        }
+      }
+    }
+    RowMat dz_traj(S, H4);
+    Eigen::RowVectorXf dh = Eigen::RowVectorXf::Zero(H), dc = Eigen::RowVectorXf::Zero(H);
+    std::vector<float> tanh_c(H);
+    for (int t = S - 1; t >= 0; --t) {
+      dh += dtraj_h.row(t);
+      dc += dtraj_c.row(t);
+      cell_backward(&ws.traj_gates[size_t(t) * H4], &ws.traj_c[size_t(t) * H],
+                    &ws.traj_c[size_t(t + 1) * H], dh.data(), dc.data(), dz_traj.row(t).data(),
+                    tanh_c.data(), H);
+      dh.noalias() = dz_traj.row(t) * R.transpose();
+    }
+    dR.noalias() += ConstMatMap(ws.traj_h.data(), S, H).transpose() * dz_traj;
+    dTable.row(ws.pad_row) += dz_traj.colwise().sum();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The layer on dense input
+
+void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
+                        const float* recurrent, const float* bias, int B, int T, int E, int H,
+                        float* h_last, float* h_seq) {
+  const size_t N = size_t(B) * T;
+  grow(ws.table, N * 4 * H);
+  input_projection(x, kernel, bias, int(N), E, 4 * H, ws.table.data());
+  lstm_forward(ws, ws.table.data(), int(N), nullptr, -1, recurrent, B, T, H, h_last, h_seq);
+  ws.E = E;
+}
+
+void lstm_backward_dense(Workspace& ws, const float* x, const float* kernel,
+                         const float* recurrent, const float* dh_last, const float* dh_seq,
+                         float* dx, float* dkernel, float* drecurrent, float* dbias) {
+  const size_t N = size_t(ws.B) * ws.T;
+  grow(ws.dtable, N * 4 * ws.H);
+  lstm_backward(ws, recurrent, dh_last, dh_seq, ws.dtable.data(), drecurrent);
+  input_projection_backward(x, kernel, ws.dtable.data(), int(N), ws.E, 4 * ws.H, dx, dkernel,
+                            dbias);
+}
+
+}  // namespace fastlstm

@@ -1,0 +1,92 @@
+// Fused LSTM forward and backward through time (Keras semantics), float32, row-major.
+//
+// Gates are laid out [i | f | c | o] along the 4H axis, as in Keras:
+//   z  = x @ kernel + h_prev @ recurrent_kernel + bias        (4H)
+//   i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_c)
+//   c = f * c_prev + i * g;            h = o * tanh(c)         zero initial state.
+//
+// The input projection x @ kernel + bias is done outside the time loop (input_projection),
+// so the recurrence reads each step's projected input as a row of a "table" (U,4H):
+//   - dense input:  table = x @ kernel + bias for every (b,t), row index b*T + t;
+//   - token input:  table = embeddings[unique tokens] @ kernel + bias, row index from ids (B,T).
+// With token input, leading padding is skipped exactly: every row starts with a run of
+// `pad_row` from the zero state, which follows one shared trajectory, computed once.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+namespace fastlstm {
+
+// Number of OpenMP threads the kernels use (default: all cores).
+void set_num_threads(int n);
+int get_num_threads();
+
+// Everything the forward pass keeps for backward, reused between calls (grown, never
+// shrunk). Time-major: block t holds all B rows ("slots") of step t. Rows are permuted into
+// slots so each thread owns a contiguous slot range, sorted by start step, and the rows
+// active at step t are a prefix of that range.
+struct Workspace {
+  std::mutex busy;                 // one forward/backward at a time per workspace
+  int B = 0, T = 0, H = 0, U = 0;  // shapes of the last forward
+  int E = 0;                       // input width (dense input only)
+  bool has_forward = false;
+  bool token_input = false;
+  int pad_row = -1;
+  std::vector<int32_t> ids;        // (B,T) copy of the token ids of the last forward
+  std::vector<int> slot_of_row;    // (B)
+  std::vector<int> row_of_slot;    // (B)
+  std::vector<int> start;          // (B) per slot: first step that is not leading padding
+  std::vector<int> thread_lo;      // (nthreads+1) slot range of each thread
+  int S = 0;                       // shared padding trajectory length = max start
+  std::vector<float> gates;        // (T,B,4H) activated gates i,f,g,o
+  std::vector<float> hs;           // (T+1,B,H) block t = h_{t-1}; block 0 = zero state
+  std::vector<float> cs;           // (T+1,B,H) same for c
+  std::vector<float> dgates;       // (T,B,4H) dL/dz
+  std::vector<float> dh, dc;       // (B,H) running gradients wrt the state
+  std::vector<float> dh0, dc0;     // (B,H) gradient wrt a row's initial (trajectory) state
+  std::vector<float> traj_gates;   // (S,4H) shared padding trajectory
+  std::vector<float> traj_h;       // (S+1,H) row t = h_{t-1}
+  std::vector<float> traj_c;       // (S+1,H)
+  std::vector<float> table;        // (B*T,4H) dense input only: x @ kernel + bias
+  std::vector<float> dtable;       // (B*T,4H) dense input only: its gradient
+};
+
+// z (N,4H) = x (N,E) @ kernel (E,4H) + bias (4H)
+void input_projection(const float* x, const float* kernel, const float* bias, int N, int E,
+                      int H4, float* z);
+
+// Backward of input_projection, given dz (N,4H):
+//   dx (N,E) = dz @ kernel^T ; dkernel (E,4H) = x^T @ dz ; dbias (4H) = sum_n dz.
+// dx may be null (not needed).
+void input_projection_backward(const float* x, const float* kernel, const float* dz, int N,
+                               int E, int H4, float* dx, float* dkernel, float* dbias);
+
+// Forward through time.
+//   table (U,4H): projected inputs; ids (B,T) rows of table, or null for dense input
+//   (row b*T+t, U == B*T); pad_row: the table row of the padding token, or -1 for none.
+//   recurrent (H,4H). h_last (B,H) out; h_seq (B,T,H) out, may be null.
+// Keeps in ws what backward needs.
+void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
+                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq);
+
+// Backward through time of the last lstm_forward on ws (pass the same recurrent).
+//   dh_last (B,H); dh_seq (B,T,H) or null.
+//   dtable (U,4H) out (overwritten); drecurrent (H,4H) out (overwritten).
+void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
+                   const float* dh_seq, float* dtable, float* drecurrent);
+
+// The whole layer on dense input x (B,T,E): input_projection, then lstm_forward.
+//   kernel (E,4H), recurrent (H,4H), bias (4H); h_last (B,H) out; h_seq (B,T,H) out or null.
+void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
+                        const float* recurrent, const float* bias, int B, int T, int E, int H,
+                        float* h_last, float* h_seq);
+
+// Its backward (pass the same x, kernel, recurrent): dx (B,T,E), dkernel (E,4H),
+// drecurrent (H,4H), dbias (4H) out.
+void lstm_backward_dense(Workspace& ws, const float* x, const float* kernel,
+                         const float* recurrent, const float* dh_last, const float* dh_seq,
+                         float* dx, float* dkernel, float* drecurrent, float* dbias);
+
+}  // namespace fastlstm
