@@ -19,10 +19,7 @@ using ConstVecMap = Eigen::Map<const Eigen::ArrayXf>;
 
 static std::atomic<int> g_num_threads{0};  // 0: not set, use all cores
 
-void set_num_threads(int n) {
-  g_num_threads = n;
-  Eigen::setNbThreads(n);
-}
+void set_num_threads(int n) { g_num_threads = n; }
 
 int get_num_threads() {
   int n = g_num_threads;
@@ -34,6 +31,38 @@ static void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
+// Work is split into a fixed number of panels (rows of the batch, rows or columns of a
+// GEMM) that depends on the problem size only, never on the thread count: each panel is
+// computed the same way whichever thread takes it, so results are bitwise identical for
+// any number of threads.
+static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(4, (B + 31) / 32))); }
+constexpr int kGemmPanels = 4;
+
+// C (m,n) = A (m,k) @ B (k,n), or C += A @ B, split into kGemmPanels row or column panels.
+template <class MA, class MB>
+static void gemm(const MA& A, const MB& Bm, MatMap C, bool accumulate, bool split_rows) {
+  const Eigen::Index k = A.cols();
+  if (k == 0) {
+    if (!accumulate) C.setZero();
+    return;
+  }
+  const Eigen::Index len = split_rows ? C.rows() : C.cols();
+#pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
+  for (int p = 0; p < kGemmPanels; ++p) {
+    const Eigen::Index a = len * p / kGemmPanels, b = len * (p + 1) / kGemmPanels;
+    if (a == b) continue;
+    if (split_rows) {
+      auto Cp = C.middleRows(a, b - a);
+      if (accumulate) Cp.noalias() += A.middleRows(a, b - a) * Bm;
+      else Cp.noalias() = A.middleRows(a, b - a) * Bm;
+    } else {
+      auto Cp = C.middleCols(a, b - a);
+      if (accumulate) Cp.noalias() += A * Bm.middleCols(a, b - a);
+      else Cp.noalias() = A * Bm.middleCols(a, b - a);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Input projection (outside the time loop: one big GEMM)
 
@@ -43,7 +72,7 @@ void input_projection(const float* x, const float* kernel, const float* bias, in
   ConstMatMap X(x, N, E), K(kernel, E, H4);
   MatMap Z(z, N, H4);
   Z.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias, H4);
-  if (E > 0) Z.noalias() += X * K;
+  gemm(X, K, Z, true, true);
 }
 
 void input_projection_backward(const float* x, const float* kernel, const float* dz, int N,
@@ -57,12 +86,9 @@ void input_projection_backward(const float* x, const float* kernel, const float*
     db.setZero();
     return;
   }
-  dK.noalias() = X.transpose() * dZ;
+  gemm(X.transpose(), dZ, dK, false, false);
   db = dZ.colwise().sum();
-  if (dx) {
-    MatMap dX(dx, N, E);
-    dX.noalias() = dZ * K.transpose();
-  }
+  if (dx) gemm(dZ, K.transpose(), MatMap(dx, N, E), false, true);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,7 +130,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq) {
   const int H4 = 4 * H;
   const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
-  const int nth = std::max(1, std::min(get_num_threads(), B));
+  const int nchunks = batch_chunks(B);
   ConstMatMap R(recurrent, H, H4);
 
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0;
@@ -129,25 +155,25 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   }
   ws.S = B ? *std::max_element(row_start.begin(), row_start.end()) : 0;
 
-  // Slots: rows sorted by start, dealt round-robin to threads, so each thread owns a
+  // Slots: rows sorted by start, dealt round-robin to chunks, so each chunk is a
   // contiguous slot range whose active rows at step t are a prefix and work is balanced.
   std::vector<int> order(B);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](int a, int b) { return row_start[a] < row_start[b]; });
-  ws.thread_lo.assign(nth + 1, 0);
+  ws.chunk_lo.assign(nchunks + 1, 0);
   {
     int slot = 0;
-    for (int j = 0; j < nth; ++j) {
-      ws.thread_lo[j] = slot;
-      for (int k = j; k < B; k += nth) {
+    for (int j = 0; j < nchunks; ++j) {
+      ws.chunk_lo[j] = slot;
+      for (int k = j; k < B; k += nchunks) {
         ws.row_of_slot[slot] = order[k];
         ws.slot_of_row[order[k]] = slot;
         ws.start[slot] = row_start[order[k]];
         ++slot;
       }
     }
-    ws.thread_lo[nth] = slot;
+    ws.chunk_lo[nchunks] = slot;
   }
 
   // The shared padding trajectory: one row fed pad_row for S steps from the zero state.
@@ -171,11 +197,10 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   std::fill_n(hs, BH, 0.f);  // zero initial state
   std::fill_n(cs, BH, 0.f);
 
-  // Each thread owns slots [lo,hi) for all time steps: no barrier per step.
-#pragma omp parallel num_threads(nth)
-  {
-    const int j = omp_get_thread_num();
-    const int lo = ws.thread_lo[j], hi = ws.thread_lo[j + 1];
+  // A thread owns a chunk of slots [lo,hi) for all time steps: no barrier per step.
+#pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
+  for (int j = 0; j < nchunks; ++j) {
+    const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
     int active = lo;  // slots [lo,active) are past their leading padding at step t
     for (int t = 0; t < T; ++t) {
       float* hprev = hs + size_t(t) * BH;
@@ -199,8 +224,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
         const size_t row = ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t;
         std::memcpy(z + size_t(s - lo) * H4, table + row * H4, H4 * sizeof(float));
       }
-      MatMap Z(z, n, H4);
-      Z.noalias() += ConstMatMap(hprev + size_t(lo) * H, n, H) * R;
+      MatMap(z, n, H4).noalias() += ConstMatMap(hprev + size_t(lo) * H, n, H) * R;
       float* cnext = cs + size_t(t + 1) * BH;
       float* hnext = hs + size_t(t + 1) * BH;
       for (int s = lo; s < active; ++s) {
@@ -234,7 +258,8 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                    const float* dh_seq, float* dtable, float* drecurrent) {
   const int B = ws.B, T = ws.T, H = ws.H, U = ws.U, S = ws.S, H4 = 4 * H;
   const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
-  const int nth = int(ws.thread_lo.size()) - 1;
+  const int nchunks = int(ws.chunk_lo.size()) - 1;
+  const int nth = get_num_threads();
   ConstMatMap R(recurrent, H, H4);
   MatMap dR(drecurrent, H, H4);
   MatMap dTable(dtable, U, H4);
@@ -254,11 +279,10 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   std::fill_n(ws.dh0.begin(), BH, 0.f);
   std::fill_n(ws.dc0.begin(), BH, 0.f);
 
-#pragma omp parallel num_threads(nth)
-  {
-    const int j = omp_get_thread_num();
-    const int lo = ws.thread_lo[j], hi = ws.thread_lo[j + 1];
-    std::vector<float> tanh_c(H);  // scratch, allocated once per call
+#pragma omp parallel for schedule(static, 1) num_threads(nth)
+  for (int j = 0; j < nchunks; ++j) {
+    const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
+    std::vector<float> tanh_c(H);  // scratch, allocated once per chunk
     int active = hi;
     while (active > lo && ws.start[active - 1] >= T) --active;
     for (int t = T - 1; t >= 0; --t) {
@@ -289,20 +313,16 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   }
 
   // drecurrent = sum_t h_{t-1}^T @ dz_t, over all T*B rows at once (inactive rows have dz = 0)
-  if (T > 0 && B > 0) {
-    dR.noalias() = ConstMatMap(hs, size_t(T) * B, H).transpose() *
-                   ConstMatMap(dgates, size_t(T) * B, H4);
-  } else {
-    dR.setZero();
-  }
+  gemm(ConstMatMap(hs, size_t(T) * B, H).transpose(), ConstMatMap(dgates, size_t(T) * B, H4),
+       dR, false, false);
 
   // dtable: scatter-add dz of every active position into its table row. Threads own
   // column ranges, so there is no write conflict and the sum order is fixed.
   dTable.setZero();
 #pragma omp parallel num_threads(nth)
   {
-    const int j = omp_get_thread_num();
-    const int c0 = int(int64_t(H4) * j / nth), c1 = int(int64_t(H4) * (j + 1) / nth);
+    const int j = omp_get_thread_num(), nj = omp_get_num_threads();
+    const int c0 = int(int64_t(H4) * j / nj), c1 = int(int64_t(H4) * (j + 1) / nj);
     for (int b = 0; b < B; ++b) {
       const int slot = ws.slot_of_row[b];
       for (int t = ws.start[slot]; t < T; ++t) {

@@ -25,8 +25,8 @@ int get_num_threads();
 
 // Everything the forward pass keeps for backward, reused between calls (grown, never
 // shrunk). Time-major: block t holds all B rows ("slots") of step t. Rows are permuted into
-// slots so each thread owns a contiguous slot range, sorted by start step, and the rows
-// active at step t are a prefix of that range.
+// slots so each chunk (a thread's unit of work) is a contiguous slot range, sorted by start
+// step, and the rows active at step t are a prefix of that range.
 struct Workspace {
   std::mutex busy;                 // one forward/backward at a time per workspace
   int B = 0, T = 0, H = 0, U = 0;  // shapes of the last forward
@@ -38,7 +38,7 @@ struct Workspace {
   std::vector<int> slot_of_row;    // (B)
   std::vector<int> row_of_slot;    // (B)
   std::vector<int> start;          // (B) per slot: first step that is not leading padding
-  std::vector<int> thread_lo;      // (nthreads+1) slot range of each thread
+  std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk of rows
   int S = 0;                       // shared padding trajectory length = max start
   std::vector<float> gates;        // (T,B,4H) activated gates i,f,g,o
   std::vector<float> hs;           // (T+1,B,H) block t = h_{t-1}; block 0 = zero state

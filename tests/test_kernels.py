@@ -1,0 +1,239 @@
+"""fastlstm._core against an independent float64 numpy LSTM and finite differences."""
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import _core
+
+import numpy_lstm as ref
+
+SHAPES = [  # B, T, E, H
+    (1, 1, 1, 1),
+    (1, 9, 3, 2),
+    (2, 1, 3, 5),
+    (3, 5, 4, 7),
+    (5, 7, 6, 13),
+    (8, 4, 10, 9),
+    (17, 12, 11, 33),
+]
+
+
+def weights(rng, E, H, scale=0.5):
+    f32 = lambda *s: (rng.normal(size=s) * scale).astype(np.float32)
+    return f32(E, 4 * H), f32(H, 4 * H), f32(4 * H)
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b|: error relative to the reference's scale."""
+    b = np.asarray(b, np.float64)
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-30)
+
+
+def token_batch(rng, B, T, V):
+    """Token ids with the padding cases: some leading padding, all padding, none."""
+    ids = rng.integers(1, V, size=(B, T)).astype(np.int32)
+    for b in range(B):
+        ids[b, : rng.integers(0, T + 1)] = 0
+    ids[0, :] = 0 if B > 1 else ids[0, :]
+    if B > 2:
+        ids[2, :] = rng.integers(1, V, size=T)
+    return ids
+
+
+@pytest.mark.parametrize("B,T,E,H", SHAPES)
+def test_dense_forward_matches_numpy(rng, B, T, E, H):
+    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    h_last, h_seq = _core.lstm_forward(x, K, R, b, return_sequences=True)
+    want, _ = ref.lstm_forward(x, K, R, b)
+    assert h_seq.shape == (B, T, H) and h_last.shape == (B, H)
+    assert rel_err(h_seq, want) <= 1e-5
+    assert rel_err(h_last, want[:, -1]) <= 1e-5
+    np.testing.assert_array_equal(_core.lstm_forward(x, K, R, b), h_last)
+
+
+@pytest.mark.parametrize("B,T,E,H", SHAPES)
+def test_dense_backward_matches_numpy(rng, B, T, E, H):
+    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    dh_last = rng.normal(size=(B, H)).astype(np.float32)
+    dh_seq = rng.normal(size=(B, T, H)).astype(np.float32)
+    ws = _core.Workspace()
+    _core.lstm_forward(x, K, R, b, workspace=ws)
+    _, cache = ref.lstm_forward(x, K, R, b)
+    for seq in (None, dh_seq):
+        got = _core.lstm_backward(ws, x, K, R, dh_last, seq)
+        want = ref.lstm_backward(cache, dh_last, seq)[:4]
+        for name, g, w in zip(["dx", "dkernel", "drecurrent", "dbias"], got, want):
+            assert g.shape == w.shape, name
+            assert rel_err(g, w) <= 1e-5, name
+
+
+@pytest.mark.parametrize("B,T,E,H", SHAPES)
+def test_token_path_matches_numpy(rng, B, T, E, H):
+    """Embedding rows projected once + leading-padding skip == the plain LSTM on emb[ids]."""
+    V = 7
+    emb = rng.normal(size=(V, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    ids = token_batch(rng, B, T, V)
+    table = _core.input_projection(emb, K, b)
+    ws = _core.Workspace()
+    h_last, h_seq = _core.lstm_forward_tokens(ids, table, R, pad_row=0, return_sequences=True, workspace=ws)
+    want, cache = ref.lstm_forward(emb[ids], K, R, b)
+    assert rel_err(h_seq, want) <= 1e-5
+    assert rel_err(h_last, want[:, -1]) <= 1e-5
+
+    dh_last = rng.normal(size=(B, H)).astype(np.float32)
+    dh_seq = rng.normal(size=(B, T, H)).astype(np.float32)
+    for seq in (None, dh_seq):
+        dtable, drec = _core.lstm_backward_tokens(ws, R, dh_last, seq)
+        dz = ref.lstm_backward(cache, dh_last, seq)[4]
+        dtable_want = np.zeros((V, 4 * H))
+        np.add.at(dtable_want, ids.reshape(-1), dz.reshape(-1, 4 * H))
+        assert rel_err(dtable, dtable_want) <= 1e-5
+        assert rel_err(drec, ref.lstm_backward(cache, dh_last, seq)[2]) <= 1e-5
+        # and through the projection to the embedding table
+        demb, dK, db = _core.input_projection_backward(emb, K, dtable)
+        _, dK_w, _, db_w, _ = ref.lstm_backward(cache, dh_last, seq)
+        assert rel_err(dK, dK_w) <= 1e-5 and rel_err(db, db_w) <= 1e-5
+        demb_want = np.zeros((V, E))
+        np.add.at(demb_want, ids.reshape(-1), ref.lstm_backward(cache, dh_last, seq)[0].reshape(-1, E))
+        assert rel_err(demb, demb_want) <= 1e-5
+
+
+def test_token_path_without_padding_skip_is_the_same(rng):
+    B, T, E, H, V = 6, 10, 5, 8, 4
+    emb = rng.normal(size=(V, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    ids = token_batch(rng, B, T, V)
+    table = _core.input_projection(emb, K, b)
+    skip = _core.lstm_forward_tokens(ids, table, R, pad_row=0)
+    plain = _core.lstm_forward_tokens(ids, table, R, pad_row=-1)
+    assert np.abs(skip - plain).max() <= 1e-6
+
+
+def loss_fn64(x, K, R, b, W1, W2):
+    h_seq, _ = ref.lstm_forward(x, K, R, b)
+    return np.sum(h_seq[:, -1] * W1) + np.sum(h_seq * W2)
+
+
+def test_reference_and_kernel_match_finite_differences(rng):
+    """Central differences in float64 on a tiny problem, for every gradient incl. dx."""
+    B, T, E, H = 2, 4, 3, 3
+    x = rng.normal(size=(B, T, E))
+    K, R, b = (w.astype(np.float64) for w in weights(rng, E, H))
+    W1, W2 = rng.normal(size=(B, H)), rng.normal(size=(B, T, H))
+    params = [x, K, R, b]
+    numeric = []
+    eps = 1e-6
+    for p in params:
+        g = np.zeros_like(p)
+        for idx in np.ndindex(p.shape):
+            old = p[idx]
+            p[idx] = old + eps
+            up = loss_fn64(*params, W1, W2)
+            p[idx] = old - eps
+            down = loss_fn64(*params, W1, W2)
+            p[idx] = old
+            g[idx] = (up - down) / (2 * eps)
+        numeric.append(g)
+    _, cache = ref.lstm_forward(x, K, R, b)
+    analytic = ref.lstm_backward(cache, W1, W2)[:4]
+    for a, n in zip(analytic, numeric):
+        np.testing.assert_allclose(a, n, rtol=1e-6, atol=1e-8)
+    f32 = lambda a: np.asarray(a, np.float32)
+    ws = _core.Workspace()
+    _core.lstm_forward(f32(x), f32(K), f32(R), f32(b), workspace=ws)
+    kernel = _core.lstm_backward(ws, f32(x), f32(K), f32(R), f32(W1), f32(W2))
+    for k, n in zip(kernel, numeric):
+        assert rel_err(k, n) <= 1e-5
+
+
+def test_one_and_two_threads_are_bitwise_identical(rng, threads):
+    B, T, E, H, V = 37, 23, 16, 21, 11
+    emb = rng.normal(size=(V, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    ids = token_batch(rng, B, T, V)
+    x = emb[ids]
+    dh = rng.normal(size=(B, H)).astype(np.float32)
+    outs = []
+    for n in (1, 2):
+        fastlstm.set_num_threads(n)
+        assert fastlstm.get_num_threads() == n
+        ws, wt = _core.Workspace(), _core.Workspace()
+        h = _core.lstm_forward(x, K, R, b, workspace=ws)
+        grads = _core.lstm_backward(ws, x, K, R, dh)
+        table = _core.input_projection(emb, K, b)
+        ht = _core.lstm_forward_tokens(ids, table, R, pad_row=0, workspace=wt)
+        gt = _core.lstm_backward_tokens(wt, R, dh)
+        outs.append([h, *grads, ht, *gt])
+    for a, b_ in zip(*outs):
+        np.testing.assert_array_equal(a, b_)
+
+
+def test_empty_batch_and_zero_steps(rng):
+    K, R, b = weights(rng, 3, 4)
+    assert _core.lstm_forward(np.zeros((0, 5, 3), np.float32), K, R, b).shape == (0, 4)
+    ws = _core.Workspace()
+    h = _core.lstm_forward(np.zeros((2, 0, 3), np.float32), K, R, b, workspace=ws)
+    np.testing.assert_array_equal(h, 0)  # zero initial state, no steps
+    dx, dK, dR, db = _core.lstm_backward(ws, np.zeros((2, 0, 3), np.float32), K, R, np.ones((2, 4), np.float32))
+    assert dx.shape == (2, 0, 3) and not dK.any() and not dR.any() and not db.any()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(x=np.zeros((2, 3), np.float32)), "x must have shape"),
+        (dict(x=np.zeros((2, 3, 4), np.float64)), "x must have dtype float32, got float64"),
+        (dict(x=[[[0.0] * 4] * 3] * 2), "x must be a numpy array"),
+        (dict(K=np.zeros((5, 8), np.float32)), r"kernel must have shape \(E, 4H\) = \(4, 8\), got \(5, 8\)"),
+        (dict(R=np.zeros((2, 7), np.float32)), "recurrent_kernel must have shape"),
+        (dict(b=np.zeros(9, np.float32)), "bias must have shape"),
+        (dict(b=np.zeros(8, np.int32)), "bias must have dtype float32"),
+    ],
+)
+def test_bad_arrays_raise_value_error(change, message):
+    args = dict(x=np.zeros((2, 3, 4), np.float32), K=np.zeros((4, 8), np.float32),
+                R=np.zeros((2, 8), np.float32), b=np.zeros(8, np.float32))
+    args.update(change)
+    with pytest.raises(ValueError, match=message):
+        _core.lstm_forward(args["x"], args["K"], args["R"], args["b"])
+
+
+def test_bad_token_input_raises_value_error(rng):
+    table = np.zeros((5, 8), np.float32)
+    R = np.zeros((2, 8), np.float32)
+    ids = np.zeros((2, 3), np.int32)
+    for bad, message in [(5, r"ids\[1, 2\] = 5 is not a table row in \[0, 5\)"), (-1, "= -1 is not a table row")]:
+        wrong = ids.copy()
+        wrong[1, 2] = bad
+        with pytest.raises(ValueError, match=message):
+            _core.lstm_forward_tokens(wrong, table, R)
+    with pytest.raises(ValueError, match="ids must have dtype int32, got int64"):
+        _core.lstm_forward_tokens(ids.astype(np.int64), table, R)
+    with pytest.raises(ValueError, match="pad_row must be -1 or a table row"):
+        _core.lstm_forward_tokens(ids, table, R, pad_row=5)
+    with pytest.raises(ValueError, match="table"):
+        _core.lstm_forward_tokens(ids, np.zeros((5, 7), np.float32), R)
+
+
+def test_backward_checks_its_workspace(rng):
+    K, R, b = weights(rng, 3, 2)
+    x = np.zeros((4, 5, 3), np.float32)
+    dh = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match="preceding lstm_forward"):
+        _core.lstm_backward(_core.Workspace(), x, K, R, dh)
+    ws = _core.Workspace()
+    _core.lstm_forward(x, K, R, b, workspace=ws)
+    with pytest.raises(ValueError, match="dh_last must have shape"):
+        _core.lstm_backward(ws, x, K, R, np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="preceding lstm_forward_tokens"):
+        _core.lstm_backward_tokens(ws, R, dh)
+    with pytest.raises(ValueError, match="x must have shape"):
+        _core.lstm_backward(ws, x[:2], K, R, dh)
+
+
+def test_set_num_threads_rejects_non_positive(threads):
+    with pytest.raises(ValueError, match=">= 1"):
+        fastlstm.set_num_threads(0)
