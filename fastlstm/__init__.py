@@ -1,9 +1,14 @@
 """fastlstm: Keras-compatible LSTM text classifiers, trained fast on the CPU.
 
 The LSTM forward and backward through time run in C++ (``fastlstm._core``); the rest is
-thin numpy. See README.md.
+thin numpy. The API follows Keras: ``datasets.reuters``, ``preprocessing``, ``layers``,
+``Sequential``, ``optimizers.Adam``. See README.md.
 """
+from fastlstm import datasets, layers, optimizers, preprocessing, utils
 from fastlstm._core import get_num_threads, set_num_threads
+from fastlstm.models import History, Sequential
+from fastlstm.train import TrainResult, reuters_model, train_reuters
 
-__all__ = ["get_num_threads", "set_num_threads"]
+__all__ = ["datasets", "layers", "optimizers", "preprocessing", "utils", "get_num_threads",
+           "set_num_threads", "History", "Sequential", "TrainResult", "reuters_model", "train_reuters"]
 __version__ = "0.1.0"

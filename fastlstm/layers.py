@@ -1,0 +1,267 @@
+"""Keras-style layers: weights created once in `build`, forward in `call`, and `backward`.
+
+Each layer keeps what its backward needs from the last training-mode `call`. Gradients
+are returned in the order of `weights`.
+"""
+import numpy as np
+
+from fastlstm import _core, initializers
+
+
+class Layer:
+    def __init__(self, name=None, input_shape=None):
+        self.name = name or type(self).__name__.lower()
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.built = False
+
+    @property
+    def weights(self):
+        """The trainable arrays, in Keras's order."""
+        return []
+
+    def set_weights(self, arrays):
+        for w, a in zip(self.weights, arrays):
+            w[...] = a
+
+    def count_params(self):
+        return sum(w.size for w in self.weights)
+
+
+def _int_ids(x, input_dim):
+    """x as an int32 array of ids in [0, input_dim), or a clear error."""
+    x = np.asarray(x)
+    if x.dtype.kind == "f":
+        if x.size and (not np.all(np.isfinite(x)) or np.any(x != np.round(x))):
+            raise ValueError("Embedding input must hold whole-number token ids (found NaN, inf or fractions)")
+    elif x.dtype.kind not in "iub":
+        raise TypeError(f"Embedding input must be integer token ids, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"Embedding input must be 2-D (batch, timesteps), got shape {x.shape}")
+    if x.size:
+        lo, hi = x.min(), x.max()
+        if lo < 0 or hi >= input_dim:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"token id {int(bad)} is out of range: Embedding(input_dim={input_dim}) "
+                             f"takes ids in [0, {input_dim})")
+    return np.ascontiguousarray(x, dtype=np.int32)
+
+
+class Embedding(Layer):
+    """Token id -> vector lookup: (B,T) ids -> (B,T,output_dim). Table (input_dim, output_dim)."""
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None))
+        kwargs.pop("input_length", None)  # accepted for old Keras code; the length is free
+        if kwargs:
+            raise TypeError(f"Embedding got unexpected arguments {sorted(kwargs)}")
+        for what, v in (("input_dim", input_dim), ("output_dim", output_dim)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{what} must be a positive integer, got {v!r}")
+        self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+        self.embeddings_initializer = initializers.get(embeddings_initializer)
+
+    def build(self, input_shape=None):
+        self.embeddings = self.embeddings_initializer((self.input_dim, self.output_dim))
+        self.built = True
+
+    @property
+    def weights(self):
+        return [self.embeddings] if self.built else []
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:2]) + (self.output_dim,)
+
+    def ids(self, x):
+        return _int_ids(x, self.input_dim)
+
+    def call(self, x, training=False):
+        ids = self.ids(x)
+        if training:
+            self._ids = ids
+        return self.embeddings[ids]
+
+    def backward(self, dy):
+        """dy (B,T,E) -> [d embeddings]"""
+        d = np.zeros_like(self.embeddings)
+        np.add.at(d, self._ids.reshape(-1), dy.reshape(-1, self.output_dim))
+        return None, [d]
+
+
+_ACTIVATIONS = {
+    None: (lambda z: z, lambda y, dy: dy),
+    "linear": (lambda z: z, lambda y, dy: dy),
+    "relu": (lambda z: np.maximum(z, 0), lambda y, dy: dy * (y > 0)),
+    "tanh": (np.tanh, lambda y, dy: dy * (1 - y * y)),
+    "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda y, dy: dy * y * (1 - y)),
+    "softmax": (None, None),  # handled in Dense: needs the row-wise Jacobian
+}
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias); kernel (in, units), bias (units)."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None))
+        if kwargs:
+            raise TypeError(f"Dense got unexpected arguments {sorted(kwargs)}")
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"units must be a positive integer, got {units!r}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {[a for a in _ACTIVATIONS if a]}")
+        self.units, self.activation, self.use_bias = int(units), activation, use_bias
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        self.kernel = self.kernel_initializer((int(input_shape[-1]), self.units))
+        self.bias = self.bias_initializer((self.units,)) if self.use_bias else None
+        self.built = True
+
+    @property
+    def weights(self):
+        if not self.built:
+            return []
+        return [self.kernel, self.bias] if self.use_bias else [self.kernel]
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def logits(self, x):
+        z = x @ self.kernel
+        return z + self.bias if self.use_bias else z
+
+    def call(self, x, training=False):
+        z = self.logits(x)
+        y = softmax(z) if self.activation == "softmax" else _ACTIVATIONS[self.activation][0](z)
+        if training:
+            self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, dz=None):
+        """dy = dL/d(output), or dz = dL/d(logits) when the loss took the logits."""
+        if dz is None:
+            y = self._y
+            if self.activation == "softmax":
+                dz = y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
+            else:
+                dz = _ACTIVATIONS[self.activation][1](y, dy)
+        x2 = self._x.reshape(-1, self._x.shape[-1])
+        dz2 = dz.reshape(-1, self.units)
+        grads = [x2.T @ dz2] + ([dz2.sum(axis=0)] if self.use_bias else [])
+        return dz @ self.kernel.T, grads
+
+
+class LSTM(Layer):
+    """Keras's LSTM (gates i,f,c,o; zero initial state) on the fastlstm C++ kernels.
+
+    kernel (E,4H), recurrent_kernel (H,4H), bias (4H). Output: the last hidden state (B,H),
+    or every hidden state (B,T,H) with return_sequences=True.
+    """
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
+                 name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None))
+        if kwargs:
+            raise TypeError(f"LSTM got unexpected arguments {sorted(kwargs)}")
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"units must be a positive integer, got {units!r}")
+        if activation != "tanh" or recurrent_activation != "sigmoid":
+            raise ValueError("the fastlstm kernels implement activation='tanh' with "
+                             "recurrent_activation='sigmoid' (Keras's defaults) only")
+        self.units, self.use_bias = int(units), use_bias
+        self.activation, self.recurrent_activation = activation, recurrent_activation
+        self.unit_forget_bias, self.return_sequences = unit_forget_bias, return_sequences
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self._workspace = _core.Workspace()  # activations kept for backward, reused
+
+    def build(self, input_shape):
+        H = self.units
+        self.kernel = self.kernel_initializer((int(input_shape[-1]), 4 * H))
+        self.recurrent_kernel = self.recurrent_initializer((H, 4 * H))
+        self.bias = self.bias_initializer((4 * H,))
+        if self.unit_forget_bias:
+            self.bias[H:2 * H] = 1.0
+        if not self.use_bias:
+            self.bias = np.zeros(4 * H, np.float32)  # fixed, not a weight
+        self.built = True
+
+    @property
+    def weights(self):
+        if not self.built:
+            return []
+        w = [self.kernel, self.recurrent_kernel]
+        return w + [self.bias] if self.use_bias else w
+
+    def output_shape(self, input_shape):
+        B, T = input_shape[0], input_shape[1]
+        return (B, T, self.units) if self.return_sequences else (B, self.units)
+
+    def _out(self, result):
+        return result[1] if self.return_sequences else result
+
+    def call(self, x, training=False):
+        """x (B,T,E) float -> (B,H) or (B,T,H)."""
+        x = np.asarray(x)
+        if x.ndim != 3 or x.shape[2] != self.kernel.shape[0]:
+            raise ValueError(f"LSTM input must have shape (batch, timesteps, {self.kernel.shape[0]}), got {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ws = self._workspace if training else None
+        out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,
+                                 self.return_sequences, ws)
+        if training:
+            self._mode, self._x = "dense", x
+        return self._out(out)
+
+    def call_on_embedding(self, embedding, x, training=False):
+        """The layer on embedding(x) without building (B,T,E): the embedding rows in use
+        are projected once, (U,E) @ kernel -> (U,4H), and the kernel gathers rows of it."""
+        ids = embedding.ids(x)
+        V = embedding.input_dim
+        present = np.zeros(V, bool)
+        present[ids] = True
+        used = np.flatnonzero(present)              # (U,) token ids in this batch
+        remap = np.zeros(V, np.int32)
+        remap[used] = np.arange(used.size, dtype=np.int32)
+        rows = remap[ids]                           # (B,T) rows of the projected table
+        emb_used = embedding.embeddings[used]       # (U,E)
+        table = _core.input_projection(emb_used, self.kernel, self.bias)
+        pad_row = int(remap[0]) if present[0] else -1
+        ws = self._workspace if training else None
+        out = _core.lstm_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
+                                        self.return_sequences, ws)
+        if training:
+            self._mode, self._used, self._emb_used = "tokens", used, emb_used
+            self._embedding = embedding
+        return self._out(out)
+
+    def backward(self, dy):
+        """dy (B,H) or (B,T,H) -> (d input or None, [dkernel, drecurrent, dbias]).
+
+        After call_on_embedding, d input is None and the embedding's gradient is in
+        `self.embedding_grad`."""
+        dy = np.ascontiguousarray(dy, dtype=np.float32)
+        if self.return_sequences:
+            dh_last, dh_seq = np.zeros(dy.shape[::2], np.float32), dy
+        else:
+            dh_last, dh_seq = dy, None
+        if self._mode == "dense":
+            dx, dk, dr, db = _core.lstm_backward(self._workspace, self._x, self.kernel,
+                                                 self.recurrent_kernel, dh_last, dh_seq)
+        else:
+            dtable, dr = _core.lstm_backward_tokens(self._workspace, self.recurrent_kernel, dh_last, dh_seq)
+            demb_used, dk, db = _core.input_projection_backward(self._emb_used, self.kernel, dtable)
+            dx = None
+            self.embedding_grad = np.zeros_like(self._embedding.embeddings)
+            self.embedding_grad[self._used] = demb_used
+        grads = [dk, dr] + ([db] if self.use_bias else [])
+        return dx, grads

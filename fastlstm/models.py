@@ -1,0 +1,397 @@
+"""`Sequential`: Keras's model API (compile / fit / evaluate / predict / weights) over fastlstm layers."""
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from fastlstm import optimizers
+from fastlstm.layers import LSTM, Dense, Embedding, Layer, softmax
+from fastlstm.utils import rng
+
+LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+EPSILON = 1e-7  # Keras's backend epsilon, for cross-entropy on probabilities
+
+
+class History:
+    """What `fit` returns: `history` maps 'loss', 'accuracy', 'val_loss', 'val_accuracy' to per-epoch lists."""
+
+    def __init__(self):
+        self.history, self.epoch, self.params = {}, [], {}
+
+
+class Sequential:
+    """A stack of layers. Embedding followed by LSTM runs fused: the embedding output is
+    never built; the LSTM gathers projected embedding rows."""
+
+    def __init__(self, layers=None, name="sequential"):
+        self.name, self.layers = name, []
+        self.optimizer = self.loss = None
+        self.metrics = []
+        self._lock = threading.RLock()  # one training step at a time
+        for layer in layers or []:
+            self.add(layer)
+
+    # ---- structure --------------------------------------------------------------------
+    def add(self, layer):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential takes fastlstm layers, got {type(layer).__name__}")
+        self.layers.append(layer)
+        first = self.layers[0]
+        if isinstance(first, Embedding):
+            self.build((None, None))
+        elif first.input_shape is not None:
+            self.build((None,) + first.input_shape)
+
+    @property
+    def built(self):
+        return bool(self.layers) and all(layer.built for layer in self.layers)
+
+    def build(self, input_shape):
+        """Create every layer's weights for inputs of `input_shape` (batch first)."""
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            if not layer.built:
+                if not isinstance(layer, Embedding) and shape[-1] is None:
+                    raise ValueError(f"{layer.name} needs its input's last dimension; pass input_shape")
+                layer.build(shape)
+            shape = layer.output_shape(shape)
+        self._output_shape = shape
+
+    def _ensure_built(self, x):
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        if not self.built:
+            self.build(np.shape(x))
+
+    @property
+    def weights(self):
+        return [w for layer in self.layers for w in layer.weights]
+
+    def count_params(self):
+        return sum(w.size for w in self.weights)
+
+    def summary(self, print_fn=print):
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        shape = (None, None) if isinstance(self.layers[0], Embedding) else (None,) + (self.layers[0].input_shape or (None,))
+        for layer in self.layers:
+            shape = layer.output_shape(shape) if layer.built else "?"
+            rows.append((f"{layer.name} ({type(layer).__name__})", str(shape), f"{layer.count_params():,}"))
+        widths = [max(len(r[k]) for r in rows) + 2 for k in range(3)]
+        line = "-" * sum(widths)
+        out = [f'Model: "{self.name}"', line]
+        for k, r in enumerate(rows):
+            out.append("".join(c.ljust(w) for c, w in zip(r, widths)))
+            if k == 0:
+                out.append(line)
+        out += [line, f"Total params: {self.count_params():,}", line]
+        print_fn("\n".join(out))
+
+    # ---- weights ------------------------------------------------------------------------
+    def get_weights(self):
+        """Copies of all weights, in Keras's order and shapes."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        """Set all weights from a list like `get_weights()` (a Keras model's drops straight in)."""
+        current = self.weights
+        weights = list(weights)
+        if len(weights) != len(current):
+            raise ValueError(f"set_weights expected {len(current)} arrays, got {len(weights)}")
+        new = []
+        for k, (w, a) in enumerate(zip(current, weights)):
+            a = np.asarray(a)
+            if a.shape != w.shape:
+                raise ValueError(f"weight {k} must have shape {w.shape}, got {a.shape}")
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"weight {k} must be numeric, got dtype {a.dtype}")
+            new.append(a.astype(np.float32))
+        with self._lock:
+            for w, a in zip(current, new):
+                w[...] = a
+
+    def save_weights(self, filepath):
+        """Write all weights to an .npz file, atomically (a temporary file, then rename)."""
+        filepath = os.fspath(filepath)
+        folder = os.path.dirname(os.path.abspath(filepath))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastlstm-weights-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, *self.get_weights())
+            os.replace(tmp, filepath)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def load_weights(self, filepath):
+        """Read weights written by `save_weights`; counts and shapes are checked."""
+        with np.load(os.fspath(filepath), allow_pickle=False) as f:
+            arrays = [f[f"arr_{k}"] for k in range(len(f.files))]
+        self.set_weights(arrays)
+
+    # ---- training ----------------------------------------------------------------------
+    def compile(self, loss="categorical_crossentropy", optimizer="adam", metrics=None):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in ("accuracy", "acc"):
+                raise ValueError(f"unsupported metric {m!r}; fastlstm reports 'accuracy'")
+        self.loss, self.optimizer = loss, optimizers.get(optimizer)
+        self.metrics = ["accuracy"] if metrics else []
+
+    def _check_compiled(self):
+        if self.loss is None:
+            raise RuntimeError("call compile() before training or evaluating")
+
+    def _forward(self, x, training):
+        """Returns the last layer's output, and its logits when it is a softmax Dense."""
+        k, n = 0, len(self.layers)
+        while k < n:
+            layer = self.layers[k]
+            if isinstance(layer, Embedding) and k + 1 < n and isinstance(self.layers[k + 1], LSTM):
+                x = self.layers[k + 1].call_on_embedding(layer, x, training)
+                k += 2
+                continue
+            if k == n - 1 and isinstance(layer, Dense) and layer.activation == "softmax":
+                logits = layer.logits(x)
+                if training:
+                    layer._x = x
+                return softmax(logits), logits
+            if k == 0 and not isinstance(layer, Embedding):
+                x = np.asarray(x, dtype=np.float32)
+            x = layer.call(x, training)
+            k += 1
+        return x, None
+
+    def _backward(self, dout=None, dlogits=None):
+        """Gradients of every weight, in `weights` order."""
+        grads = [None] * len(self.layers)
+        last = self.layers[-1]
+        d, grads[-1] = last.backward(dout, dz=dlogits) if isinstance(last, Dense) else last.backward(dout)
+        k = len(self.layers) - 2
+        while k >= 0:
+            layer = self.layers[k]
+            d, grads[k] = layer.backward(d)
+            if isinstance(layer, LSTM) and layer._mode == "tokens":
+                grads[k - 1] = [layer.embedding_grad]
+                k -= 1
+            k -= 1
+        return [g for layer_grads in grads for g in layer_grads]
+
+    def _targets(self, y, n):
+        """y checked against the loss and the model's output; returns float32 one-hot or int ids."""
+        k = self._output_shape[-1]
+        y = np.asarray(y)
+        if y.shape[:1] != (n,):
+            raise ValueError(f"x and y hold different numbers of samples: {n} and {y.shape[0] if y.ndim else 'a scalar'}")
+        if self.loss == "sparse_categorical_crossentropy":
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
+            if y.ndim != 1:
+                raise ValueError(f"sparse labels must have shape (n,) or (n, 1), got {y.shape}")
+            if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
+                raise ValueError("sparse labels must be whole numbers (found NaN, inf or fractions)")
+            if y.dtype.kind not in "fiub":
+                raise TypeError(f"labels must be numbers, got dtype {y.dtype}")
+            if y.size and (y.min() < 0 or y.max() >= k):
+                raise ValueError(f"labels must be in [0, {k}) for a {k}-class output, found {y.min()}..{y.max()}")
+            return y.astype(np.int64)
+        if y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(f"categorical labels must have shape (n, {k}) (one-hot, see to_categorical), got {y.shape}")
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"labels must be numbers, got dtype {y.dtype}")
+        y = y.astype(np.float32)
+        if not np.all(np.isfinite(y)):
+            raise ValueError("labels contain NaN or inf")
+        return y
+
+    def _loss(self, y, probs, logits):
+        """Per-sample losses, dL/dlogits (or dL/dprobs) of the batch mean, correct count."""
+        n = probs.shape[0]
+        if self.loss == "sparse_categorical_crossentropy":
+            onehot = np.zeros_like(probs)
+            onehot[np.arange(n), y] = 1
+            y_true, labels = onehot, y
+        else:
+            y_true, labels = y, np.argmax(y, axis=-1)
+        correct = int(np.sum(np.argmax(probs, axis=-1) == labels))
+        if logits is not None:  # from the logits: stable log-softmax
+            shifted = logits - logits.max(axis=-1, keepdims=True)
+            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+            losses = -np.sum(y_true * logp, axis=-1)
+            dlogits = (probs * y_true.sum(axis=-1, keepdims=True) - y_true) / n
+            return losses, dlogits, None, correct
+        total = probs.sum(axis=-1, keepdims=True)  # Keras on probabilities: normalise, clip
+        p = probs / total
+        pc = np.clip(p, EPSILON, 1 - EPSILON)
+        losses = -np.sum(y_true * np.log(pc), axis=-1)
+        dp = -y_true / pc * ((p > EPSILON) & (p < 1 - EPSILON)) / n
+        dprobs = (dp - np.sum(dp * p, axis=-1, keepdims=True)) / total
+        return losses, None, dprobs, correct
+
+    def _train_step(self, x, y):
+        with self._lock:
+            probs, logits = self._forward(x, training=True)
+            losses, dlogits, dprobs, correct = self._loss(y, probs, logits)
+            if not np.all(np.isfinite(losses)):
+                raise FloatingPointError("the loss is not finite; lower the learning rate or check the data")
+            grads = self._backward(dprobs, dlogits)
+            self.optimizer.apply(grads, self.weights)
+        return float(losses.sum()), correct
+
+    def train_on_batch(self, x, y):
+        """One Adam step on (x, y) -> [loss, accuracy] of the batch (before the step)."""
+        self._check_compiled()
+        self._ensure_built(x)
+        n = len(x)
+        if n == 0:
+            raise ValueError("train_on_batch got an empty batch")
+        y = self._targets(y, n)
+        loss, correct = self._train_step(x, y)
+        return self._result(loss / n, correct / n)
+
+    def _result(self, loss, acc):
+        return [loss, acc] if self.metrics else loss
+
+    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_data=None,
+            validation_split=0.0, shuffle=True):
+        """Train for `epochs` passes over (x, y), reshuffled each epoch (last batch kept).
+
+        `validation_split` takes the last fraction of (x, y), before shuffling, for
+        validation; `validation_data=(x_val, y_val)` overrides it. Ctrl-C stops at the end
+        of the current batch, leaving the model consistent, and raises KeyboardInterrupt.
+        Returns a History.
+        """
+        self._check_compiled()
+        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
+        epochs = _positive_int(epochs, "epochs", allow_zero=True)
+        x = _as_batchable(x, "x")
+        self._ensure_built(x)
+        n = len(x)
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if validation_data is None and validation_split:
+            split = int(math.floor(n * (1.0 - validation_split)))
+            if split in (0, n):
+                raise ValueError(f"{n} samples cannot be split with validation_split={validation_split}")
+            validation_data = (x[split:], np.asarray(y)[split:])
+            x, y = x[:split], np.asarray(y)[:split]
+            n = split
+        y = self._targets(y, n)
+        if n == 0:
+            raise ValueError("fit got no training samples")
+        if validation_data is not None:
+            if len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            x_val = _as_batchable(validation_data[0], "x_val")
+            y_val = self._targets(validation_data[1], len(x_val))
+        verbose = 1 if verbose == "auto" else verbose
+        steps = math.ceil(n / batch_size)
+        history = History()
+        history.params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        stop = _StopAtBatchEnd()
+        with stop:
+            for epoch in range(epochs):
+                t0 = time.perf_counter()
+                order = rng().permutation(n) if shuffle else np.arange(n)
+                total_loss, total_correct = 0.0, 0
+                for s in range(0, n, batch_size):
+                    idx = order[s:s + batch_size]
+                    loss, correct = self._train_step(x[idx], y[idx])
+                    total_loss, total_correct = total_loss + loss, total_correct + correct
+                    if stop.requested:
+                        raise KeyboardInterrupt(f"training stopped by Ctrl-C in epoch {epoch + 1}, "
+                                                "after a whole batch; the model is usable")
+                logs = {"loss": total_loss / n}
+                if self.metrics:
+                    logs["accuracy"] = total_correct / n
+                if validation_data is not None:
+                    val = self._evaluate(x_val, y_val, batch_size)
+                    logs["val_loss"] = val[0]
+                    if self.metrics:
+                        logs["val_accuracy"] = val[1]
+                history.epoch.append(epoch)
+                for key, v in logs.items():
+                    history.history.setdefault(key, []).append(v)
+                if verbose:
+                    seconds = time.perf_counter() - t0
+                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in sorted(logs.items()))
+                    print(f"Epoch {epoch + 1}/{epochs}\n{steps}/{steps} - {seconds:.1f}s - "
+                          f"{1000 * seconds / steps:.0f}ms/step - {shown}", flush=True)
+        return history
+
+    # ---- inference ---------------------------------------------------------------------
+    def predict(self, x, batch_size=32, verbose="auto"):
+        """Model outputs (probabilities for a softmax head) for x, in batches. Thread-safe."""
+        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
+        x = _as_batchable(x, "x")
+        self._ensure_built(x)
+        outs = [self._forward(x[s:s + batch_size], training=False)[0] for s in range(0, len(x), batch_size)]
+        if not outs:
+            return np.zeros((0,) + tuple(self._output_shape[1:]), np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def _evaluate(self, x, y, batch_size):
+        total_loss, total_correct, n = 0.0, 0, len(x)
+        for s in range(0, n, batch_size):
+            probs, logits = self._forward(x[s:s + batch_size], training=False)
+            losses, _, _, correct = self._loss(y[s:s + batch_size], probs, logits)
+            total_loss, total_correct = total_loss + float(losses.sum()), total_correct + correct
+        if n == 0:
+            raise ValueError("evaluate got no samples")
+        return total_loss / n, total_correct / n
+
+    def evaluate(self, x, y, batch_size=32, verbose="auto"):
+        """[loss, accuracy] over (x, y) (just the loss when compiled without metrics)."""
+        self._check_compiled()
+        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
+        x = _as_batchable(x, "x")
+        self._ensure_built(x)
+        loss, acc = self._evaluate(x, self._targets(y, len(x)), batch_size)
+        if (1 if verbose == "auto" else verbose):
+            print(f"{len(x)} samples - loss: {loss:.4f}" + (f" - accuracy: {acc:.4f}" if self.metrics else ""))
+        return self._result(loss, acc)
+
+
+def _positive_int(v, name, allow_zero=False):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if allow_zero else 1):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+    return int(v)
+
+
+def _as_batchable(x, name):
+    """x as an array indexable by sample (ragged lists are an error: pad them first)."""
+    try:
+        x = np.asarray(x)
+    except ValueError as e:
+        raise ValueError(f"{name} must be a rectangular array; pad sequences with pad_sequences first") from e
+    if x.dtype == object:
+        raise ValueError(f"{name} holds sequences of different lengths; pad them with pad_sequences first")
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have a batch and a time axis, got shape {x.shape}")
+    return x
+
+
+class _StopAtBatchEnd:
+    """Turns Ctrl-C during fit into a request that the loop honours after a whole batch."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False

@@ -1,0 +1,69 @@
+"""Keras's `pad_sequences` and `to_categorical`, same arguments, same results."""
+import numpy as np
+
+
+def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncating="pre", value=0.0):
+    """Pad (and cut) sequences to one length: (num_samples, maxlen) array of `dtype`.
+
+    Like `keras.utils.pad_sequences`: maxlen defaults to the longest sequence; 'pre' pads or
+    cuts at the start, 'post' at the end; empty sequences become all `value`.
+    """
+    if not hasattr(sequences, "__len__"):
+        raise ValueError("`sequences` must be iterable.")
+    if padding not in ("pre", "post"):
+        raise ValueError(f'Padding type "{padding}" not understood')
+    if truncating not in ("pre", "post"):
+        raise ValueError(f'Truncating type "{truncating}" not understood')
+    lengths, sample_shape, found = [], (), False
+    for x in sequences:
+        try:
+            lengths.append(len(x))
+        except TypeError as e:
+            raise ValueError(f"`sequences` must be a list of iterables. Found non-iterable: {x}") from e
+        if not found and len(x):
+            sample_shape, found = np.asarray(x).shape[1:], True
+    if maxlen is None:
+        maxlen = int(np.max(lengths)) if lengths else 0
+    if isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer)) or maxlen < 0:
+        raise ValueError(f"maxlen must be a non-negative integer or None, got {maxlen!r}")
+    is_str = np.issubdtype(dtype, np.str_) or np.issubdtype(dtype, np.bytes_)
+    if isinstance(value, str) and dtype is not object and not is_str:
+        raise ValueError(f"`dtype` {dtype} is not compatible with `value`'s type: {type(value)}\n"
+                         "You should set `dtype=object` for variable length strings.")
+    out = np.full((len(lengths), maxlen) + sample_shape, value, dtype=dtype)
+    if maxlen == 0:
+        return out
+    for idx, s in enumerate(sequences):
+        if not len(s):
+            continue
+        trunc = np.asarray(s[-maxlen:] if truncating == "pre" else s[:maxlen], dtype=dtype)
+        if trunc.shape[1:] != sample_shape:
+            raise ValueError(f"Shape of sample {trunc.shape[1:]} of sequence at position {idx} "
+                             f"is different from expected shape {sample_shape}")
+        if padding == "post":
+            out[idx, : len(trunc)] = trunc
+        else:
+            out[idx, -len(trunc):] = trunc
+    return out
+
+
+def to_categorical(y, num_classes=None):
+    """One-hot float64 matrix of integer labels y, as `keras.utils.to_categorical`."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError("labels must be whole numbers (no NaN, inf or fractions)")
+    elif y.dtype.kind not in "iub":
+        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    shape = y.shape
+    if shape and shape[-1] == 1 and len(shape) > 1:
+        shape = shape[:-1]
+    y = y.reshape(-1)
+    if not num_classes:
+        num_classes = int(np.max(y)) + 1 if y.size else 0
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), found {y.min()}..{y.max()}")
+    out = np.zeros((y.shape[0], num_classes))
+    out[np.arange(y.shape[0]), y] = 1
+    return out.reshape(shape + (num_classes,))
