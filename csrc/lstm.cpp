@@ -26,8 +26,8 @@ int get_num_threads() {
   return n > 0 ? n : omp_get_num_procs();
 }
 
-template <class T>
-static void grow(std::vector<T>& v, size_t n) {
+template <class V>
+static void grow(V& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
@@ -37,6 +37,19 @@ static void grow(std::vector<T>& v, size_t n) {
 // any number of threads.
 static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(4, (B + 31) / 32))); }
 constexpr int kGemmPanels = 4;
+
+// y (n) += x (m) @ M (m,n), M row-major: one axpy per row of M, so each y[j] sums in a fixed
+// order whatever the alignment (Eigen's matrix-vector product peels by alignment).
+static void vec_mat(const float* x, const float* M, int m, int n, float* y) {
+  VecMap Y(y, n);
+  for (int k = 0; k < m; ++k) Y += x[k] * ConstVecMap(M + size_t(k) * n, n);
+}
+
+// sum (n) += the rows of A (m,n), in row order.
+static void add_rows(const float* A, int m, int n, float* sum) {
+  VecMap S(sum, n);
+  for (int r = 0; r < m; ++r) S += ConstVecMap(A + size_t(r) * n, n);
+}
 
 // C (m,n) = A (m,k) @ B (k,n), or C += A @ B, split into kGemmPanels row or column panels.
 template <class MA, class MB>
@@ -87,7 +100,8 @@ void input_projection_backward(const float* x, const float* kernel, const float*
     return;
   }
   gemm(X.transpose(), dZ, dK, false, false);
-  db = dZ.colwise().sum();
+  db.setZero();
+  add_rows(dz, N, H4, dbias);
   if (dx) gemm(dZ, K.transpose(), MatMap(dx, N, E), false, true);
 }
 
@@ -184,9 +198,8 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   std::fill_n(ws.traj_c.begin(), H, 0.f);
   for (int t = 0; t < S; ++t) {
     float* z = &ws.traj_gates[size_t(t) * H4];
-    Eigen::Map<Eigen::RowVectorXf> zr(z, H4);
-    zr = Eigen::Map<const Eigen::RowVectorXf>(table + size_t(pad_row) * H4, H4);
-    zr.noalias() += Eigen::Map<const Eigen::RowVectorXf>(&ws.traj_h[size_t(t) * H], H) * R;
+    std::memcpy(z, table + size_t(pad_row) * H4, H4 * sizeof(float));
+    vec_mat(&ws.traj_h[size_t(t) * H], recurrent, H, H4, z);
     cell_forward(z, &ws.traj_c[size_t(t) * H], &ws.traj_c[size_t(t + 1) * H],
                  &ws.traj_h[size_t(t + 1) * H], H);
   }
@@ -282,7 +295,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 #pragma omp parallel for schedule(static, 1) num_threads(nth)
   for (int j = 0; j < nchunks; ++j) {
     const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
-    std::vector<float> tanh_c(H);  // scratch, allocated once per chunk
+    FloatBuf tanh_c(H);  // scratch, allocated once per chunk
     int active = hi;
     while (active > lo && ws.start[active - 1] >= T) --active;
     for (int t = T - 1; t >= 0; --t) {
@@ -353,18 +366,20 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       }
     }
     RowMat dz_traj(S, H4);
+    RowMat RT = R.transpose();  // (4H,H): dh_{t-1} = dz_t @ recurrent^T as row axpys
     Eigen::RowVectorXf dh = Eigen::RowVectorXf::Zero(H), dc = Eigen::RowVectorXf::Zero(H);
-    std::vector<float> tanh_c(H);
+    FloatBuf tanh_c(H);
     for (int t = S - 1; t >= 0; --t) {
       dh += dtraj_h.row(t);
       dc += dtraj_c.row(t);
       cell_backward(&ws.traj_gates[size_t(t) * H4], &ws.traj_c[size_t(t) * H],
                     &ws.traj_c[size_t(t + 1) * H], dh.data(), dc.data(), dz_traj.row(t).data(),
                     tanh_c.data(), H);
-      dh.noalias() = dz_traj.row(t) * R.transpose();
+      dh.setZero();
+      vec_mat(dz_traj.row(t).data(), RT.data(), H4, H, dh.data());
     }
     dR.noalias() += ConstMatMap(ws.traj_h.data(), S, H).transpose() * dz_traj;
-    dTable.row(ws.pad_row) += dz_traj.colwise().sum();
+    add_rows(dz_traj.data(), S, H4, dtable + size_t(ws.pad_row) * H4);
   }
 }
 

@@ -13,11 +13,16 @@
 // `pad_row` from the zero state, which follows one shared trajectory, computed once.
 #pragma once
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <mutex>
 #include <vector>
 
 namespace fastlstm {
+
+// Inputs should be aligned to kAlign bytes for bitwise repeatable results (the binding
+// copies any that are not).
+constexpr size_t kAlign = 64;
 
 // Number of OpenMP threads the kernels use (default: all cores).
 void set_num_threads(int n);
@@ -27,6 +32,10 @@ int get_num_threads();
 // shrunk). Time-major: block t holds all B rows ("slots") of step t. Rows are permuted into
 // slots so each chunk (a thread's unit of work) is a contiguous slot range, sorted by start
 // step, and the rows active at step t are a prefix of that range.
+// Aligned buffers: Eigen's vectorised loops peel at alignment boundaries, so a fixed
+// alignment keeps results bitwise repeatable from run to run.
+using FloatBuf = std::vector<float, Eigen::aligned_allocator<float>>;
+
 struct Workspace {
   std::mutex busy;                 // one forward/backward at a time per workspace
   int B = 0, T = 0, H = 0, U = 0;  // shapes of the last forward
@@ -40,17 +49,17 @@ struct Workspace {
   std::vector<int> start;          // (B) per slot: first step that is not leading padding
   std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk of rows
   int S = 0;                       // shared padding trajectory length = max start
-  std::vector<float> gates;        // (T,B,4H) activated gates i,f,g,o
-  std::vector<float> hs;           // (T+1,B,H) block t = h_{t-1}; block 0 = zero state
-  std::vector<float> cs;           // (T+1,B,H) same for c
-  std::vector<float> dgates;       // (T,B,4H) dL/dz
-  std::vector<float> dh, dc;       // (B,H) running gradients wrt the state
-  std::vector<float> dh0, dc0;     // (B,H) gradient wrt a row's initial (trajectory) state
-  std::vector<float> traj_gates;   // (S,4H) shared padding trajectory
-  std::vector<float> traj_h;       // (S+1,H) row t = h_{t-1}
-  std::vector<float> traj_c;       // (S+1,H)
-  std::vector<float> table;        // (B*T,4H) dense input only: x @ kernel + bias
-  std::vector<float> dtable;       // (B*T,4H) dense input only: its gradient
+  FloatBuf gates;        // (T,B,4H) activated gates i,f,g,o
+  FloatBuf hs;           // (T+1,B,H) block t = h_{t-1}; block 0 = zero state
+  FloatBuf cs;           // (T+1,B,H) same for c
+  FloatBuf dgates;       // (T,B,4H) dL/dz
+  FloatBuf dh, dc;       // (B,H) running gradients wrt the state
+  FloatBuf dh0, dc0;     // (B,H) gradient wrt a row's initial (trajectory) state
+  FloatBuf traj_gates;   // (S,4H) shared padding trajectory
+  FloatBuf traj_h;       // (S+1,H) row t = h_{t-1}
+  FloatBuf traj_c;       // (S+1,H)
+  FloatBuf table;        // (B*T,4H) dense input only: x @ kernel + bias
+  FloatBuf dtable;       // (B*T,4H) dense input only: its gradient
 };
 
 // z (N,4H) = x (N,E) @ kernel (E,4H) + bias (4H)

@@ -1,4 +1,7 @@
 import os
+
+# Keras (the reference in some tests) runs on the torch backend: textbook dense Adam, CPU.
+os.environ.setdefault("KERAS_BACKEND", "torch")
 import pathlib
 
 import numpy as np

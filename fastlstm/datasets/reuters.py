@@ -14,7 +14,7 @@ LABEL_NAMES = (
     "coffee", "sugar", "trade", "reserves", "ship", "cotton", "carcass", "crude", "nat-gas",
     "cpi", "money-fx", "interest", "gnp", "meal-feed", "alum", "oilseed", "gold", "tin",
     "strategic-metal", "livestock", "retail", "ipi", "iron-steel", "rubber", "heat", "jobs",
-    "lei", "bop", "zinc", "orange", "pet-chem", "dlr", "gas", "income", "wpi", "tea", "lead",
+    "lei", "bop", "zinc", "orange", "pet-chem", "dlr", "gas", "silver", "wpi", "hog", "lead",
 )
 
 
