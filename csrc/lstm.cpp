@@ -38,6 +38,26 @@ static void grow(V& v, size_t n) {
 static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(4, (B + 31) / 32))); }
 constexpr int kGemmPanels = 4;
 
+// C (m,n) = A^T @ B for A (k,m), B (k,n) with long k (a weight gradient summed over all
+// rows): k is split into kGemmPanels parts, each packed once, and their products are added
+// in panel order.
+static void gemm_at_b(const float* a, const float* b, Eigen::Index k, Eigen::Index m,
+                      Eigen::Index n, float* c) {
+  MatMap C(c, m, n);
+  std::vector<RowMat> part(kGemmPanels);
+#pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
+  for (int p = 0; p < kGemmPanels; ++p) {
+    const Eigen::Index r0 = k * p / kGemmPanels, r1 = k * (p + 1) / kGemmPanels;
+    part[p].setZero(m, n);
+    if (r1 > r0) {
+      part[p].noalias() += ConstMatMap(a + r0 * m, r1 - r0, m).transpose() *
+                           ConstMatMap(b + r0 * n, r1 - r0, n);
+    }
+  }
+  C = part[0];
+  for (int p = 1; p < kGemmPanels; ++p) C += part[p];
+}
+
 // y (n) += x (m) @ M (m,n), M row-major: one axpy per row of M, so each y[j] sums in a fixed
 // order whatever the alignment (Eigen's matrix-vector product peels by alignment).
 static void vec_mat(const float* x, const float* M, int m, int n, float* y) {
@@ -51,30 +71,24 @@ static void add_rows(const float* A, int m, int n, float* sum) {
   for (int r = 0; r < m; ++r) S += ConstVecMap(A + size_t(r) * n, n);
 }
 
-// C (m,n) = A (m,k) @ B (k,n), or C += A @ B, split into kGemmPanels row or column panels.
+// C (m,n) = A (m,k) @ B (k,n), or C += A @ B, split into kGemmPanels row panels.
 template <class MA, class MB>
-static void gemm(const MA& A, const MB& Bm, MatMap C, bool accumulate, bool split_rows) {
-  const Eigen::Index k = A.cols();
-  if (k == 0) {
+static void gemm_rows(const MA& A, const MB& Bm, MatMap C, bool accumulate) {
+  if (A.cols() == 0) {
     if (!accumulate) C.setZero();
     return;
   }
-  const Eigen::Index len = split_rows ? C.rows() : C.cols();
+  const Eigen::Index m = C.rows();
 #pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
   for (int p = 0; p < kGemmPanels; ++p) {
-    const Eigen::Index a = len * p / kGemmPanels, b = len * (p + 1) / kGemmPanels;
+    const Eigen::Index a = m * p / kGemmPanels, b = m * (p + 1) / kGemmPanels;
     if (a == b) continue;
-    if (split_rows) {
-      auto Cp = C.middleRows(a, b - a);
-      if (accumulate) Cp.noalias() += A.middleRows(a, b - a) * Bm;
-      else Cp.noalias() = A.middleRows(a, b - a) * Bm;
-    } else {
-      auto Cp = C.middleCols(a, b - a);
-      if (accumulate) Cp.noalias() += A * Bm.middleCols(a, b - a);
-      else Cp.noalias() = A * Bm.middleCols(a, b - a);
-    }
+    auto Cp = C.middleRows(a, b - a);
+    if (accumulate) Cp.noalias() += A.middleRows(a, b - a) * Bm;
+    else Cp.noalias() = A.middleRows(a, b - a) * Bm;
   }
 }
+
 
 // ---------------------------------------------------------------------------------------
 // Input projection (outside the time loop: one big GEMM)
@@ -85,24 +99,16 @@ void input_projection(const float* x, const float* kernel, const float* bias, in
   ConstMatMap X(x, N, E), K(kernel, E, H4);
   MatMap Z(z, N, H4);
   Z.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias, H4);
-  gemm(X, K, Z, true, true);
+  gemm_rows(X, K, Z, true);
 }
 
 void input_projection_backward(const float* x, const float* kernel, const float* dz, int N,
                                int E, int H4, float* dx, float* dkernel, float* dbias) {
   // forward: z = x @ kernel + bias
-  ConstMatMap X(x, N, E), K(kernel, E, H4), dZ(dz, N, H4);
-  MatMap dK(dkernel, E, H4);
-  Eigen::Map<Eigen::RowVectorXf> db(dbias, H4);
-  if (N == 0) {
-    dK.setZero();
-    db.setZero();
-    return;
-  }
-  gemm(X.transpose(), dZ, dK, false, false);
-  db.setZero();
+  gemm_at_b(x, dz, N, E, H4, dkernel);
+  std::fill_n(dbias, H4, 0.f);
   add_rows(dz, N, H4, dbias);
-  if (dx) gemm(dZ, K.transpose(), MatMap(dx, N, E), false, true);
+  if (dx) gemm_rows(ConstMatMap(dz, N, H4), ConstMatMap(kernel, E, H4).transpose(), MatMap(dx, N, E), false);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -326,8 +332,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   }
 
   // drecurrent = sum_t h_{t-1}^T @ dz_t, over all T*B rows at once (inactive rows have dz = 0)
-  gemm(ConstMatMap(hs, size_t(T) * B, H).transpose(), ConstMatMap(dgates, size_t(T) * B, H4),
-       dR, false, false);
+  gemm_at_b(hs, dgates, Eigen::Index(T) * B, H, H4, drecurrent);
 
   // dtable: scatter-add dz of every active position into its table row. Threads own
   // column ranges, so there is no write conflict and the sum order is fixed.
