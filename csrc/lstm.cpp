@@ -35,7 +35,7 @@ static void grow(V& v, size_t n) {
 // GEMM) that depends on the problem size only, never on the thread count: each panel is
 // computed the same way whichever thread takes it, so results are bitwise identical for
 // any number of threads.
-static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(4, (B + 31) / 32))); }
+static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B + 63) / 64))); }
 constexpr int kGemmPanels = 4;
 
 // C (m,n) = A^T @ B for A (k,m), B (k,n) with long k (a weight gradient summed over all
