@@ -70,6 +70,17 @@ static int as_int(py::ssize_t v, const char* what) {
   return int(v);
 }
 
+// A forward's outputs, allocated under the GIL: h_last (B,H) and, on request, h_seq (B,T,H).
+struct HiddenStates {
+  F32 last;
+  std::optional<F32> seq;
+  HiddenStates(py::ssize_t B, py::ssize_t T, py::ssize_t H, bool sequences) : last({B, H}) {
+    if (sequences) seq.emplace(std::vector<py::ssize_t>{B, T, H});
+  }
+  float* seq_data() { return seq ? seq->mutable_data() : nullptr; }
+  py::object result() { return seq ? py::object(py::make_tuple(last, *seq)) : py::object(last); }
+};
+
 // Workspace held by Python; a missing one means a private one for this call.
 static std::shared_ptr<Workspace> workspace_or_new(std::shared_ptr<Workspace> ws) {
   return ws ? ws : std::make_shared<Workspace>();
@@ -148,19 +159,15 @@ PYBIND11_MODULE(_core, m) {
     auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
     auto bias = checked<float>(bias_, "bias", "(4H,)", {4 * H});
     ws = workspace_or_new(ws);
-    F32 h_last({B, H});
-    std::optional<F32> h_seq;
-    if (return_sequences) h_seq.emplace(std::vector<py::ssize_t>{B, T, H});
-    float* seq_ptr = h_seq ? h_seq->mutable_data() : nullptr;
+    HiddenStates out(B, T, H, return_sequences);
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(ws->busy);
       lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(),
                          as_int(B, "B"), as_int(T, "T"), as_int(E, "E"), as_int(H, "H"),
-                         h_last.mutable_data(), seq_ptr);
+                         out.last.mutable_data(), out.seq_data());
     }
-    if (h_seq) return py::object(py::make_tuple(h_last, *h_seq));
-    return py::object(h_last);
+    return out.result();
   }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   "LSTM over x (B,T,E) float32 -> h_last (B,H), or (h_last, h_seq (B,T,H)).\n"
@@ -218,19 +225,15 @@ PYBIND11_MODULE(_core, m) {
       }
     }
     ws = workspace_or_new(ws);
-    F32 h_last({B, H});
-    std::optional<F32> h_seq;
-    if (return_sequences) h_seq.emplace(std::vector<py::ssize_t>{B, T, H});
-    float* seq_ptr = h_seq ? h_seq->mutable_data() : nullptr;
+    HiddenStates out(B, T, H, return_sequences);
     {
       py::gil_scoped_release nogil;
       std::lock_guard<std::mutex> lock(ws->busy);
       lstm_forward(*ws, table.data(), as_int(U, "U"), id, pad_row, recurrent.data(),
-                   as_int(B, "B"), as_int(T, "T"), as_int(H, "H"), h_last.mutable_data(),
-                   seq_ptr);
+                   as_int(B, "B"), as_int(T, "T"), as_int(H, "H"), out.last.mutable_data(),
+                   out.seq_data());
     }
-    if (h_seq) return py::object(py::make_tuple(h_last, *h_seq));
-    return py::object(h_last);
+    return out.result();
   }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   "LSTM over token ids (B,T) int32 whose projected inputs are rows of table (U,4H)\n"
