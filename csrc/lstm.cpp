@@ -58,13 +58,6 @@ static void gemm_at_b(const float* a, const float* b, Eigen::Index k, Eigen::Ind
   for (int p = 1; p < kGemmPanels; ++p) C += part[p];
 }
 
-// y (n) += x (m) @ M (m,n), M row-major: one axpy per row of M, so each y[j] sums in a fixed
-// order whatever the alignment (Eigen's matrix-vector product peels by alignment).
-static void vec_mat(const float* x, const float* M, int m, int n, float* y) {
-  VecMap Y(y, n);
-  for (int k = 0; k < m; ++k) Y += x[k] * ConstVecMap(M + size_t(k) * n, n);
-}
-
 // sum (n) += the rows of A (m,n), in row order.
 static void add_rows(const float* A, int m, int n, float* sum) {
   VecMap S(sum, n);
@@ -89,6 +82,94 @@ static void gemm_rows(const MA& A, const MB& Bm, MatMap C, bool accumulate) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// The per-step recurrent products h @ R and dz @ R^T: a small register-blocked kernel over
+// a matrix packed once per call (Eigen's GEMM would repack it at every step). Each output
+// is C0 + sum_k A[i][k] * B[k][j] accumulated in k order, whatever the row count or the
+// blocking, so results do not depend on how rows are split.
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+constexpr int kPanel = 24;  // packed column panel width: 3 vectors of 8
+
+// B (K,N) row-major, or given transposed as (N,K) -> panels (ceil(N/24), K, 24), zero-padded.
+// `out` holds at least panel_floats(K, N).
+static size_t panel_floats(int K, int N) { return size_t((N + kPanel - 1) / kPanel) * K * kPanel; }
+
+static void pack_panels(const float* b, int K, int N, bool transposed, float* out) {
+  const int panels = (N + kPanel - 1) / kPanel;
+  for (int p = 0; p < panels; ++p) {
+    const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
+    for (int k = 0; k < K; ++k) {
+      float* dst = out + (size_t(p) * K + k) * kPanel;
+      for (int j = 0; j < w; ++j) dst[j] = transposed ? b[size_t(j0 + j) * K + k] : b[size_t(k) * N + j0 + j];
+      std::fill(dst + w, dst + kPanel, 0.f);
+    }
+  }
+}
+
+// Rows x (V*8) block of C (+)= A (Rows,K) @ one packed panel (K,24); `cols` valid columns.
+// A[r][k] is a[r * ars + k * aks], so A can be read transposed.
+template <int Rows, int V>
+static inline void panel_kernel(const float* a, size_t ars, size_t aks, const float* bp, int K,
+                                float* c, int ldc, bool accumulate, int cols) {
+  v8 acc[Rows][V];
+  for (int r = 0; r < Rows; ++r) {
+    for (int v = 0; v < V; ++v) {
+      acc[r][v] = v8{};
+      if (!accumulate) continue;
+      if (cols >= 8 * (v + 1)) {
+        acc[r][v] = *reinterpret_cast<const v8u*>(c + size_t(r) * ldc + 8 * v);
+      } else {
+        for (int j = 8 * v; j < cols; ++j) acc[r][v][j - 8 * v] = c[size_t(r) * ldc + j];
+      }
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    const v8* b = reinterpret_cast<const v8*>(bp + size_t(k) * kPanel);
+    for (int r = 0; r < Rows; ++r) {
+      const float x = a[r * ars + k * aks];
+      for (int v = 0; v < V; ++v) acc[r][v] += x * b[v];
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    for (int v = 0; v < V; ++v) {
+      if (cols >= 8 * (v + 1)) {
+        *reinterpret_cast<v8u*>(c + size_t(r) * ldc + 8 * v) = acc[r][v];
+      } else {
+        for (int j = 8 * v; j < cols; ++j) c[size_t(r) * ldc + j] = acc[r][v][j - 8 * v];
+      }
+    }
+  }
+}
+
+template <int Rows>
+static inline void panel_rows(const float* a, size_t ars, size_t aks, const float* bp, int K,
+                              float* c, int ldc, bool accumulate, int cols) {
+  if (cols > 16) panel_kernel<Rows, 3>(a, ars, aks, bp, K, c, ldc, accumulate, cols);
+  else if (cols > 8) panel_kernel<Rows, 2>(a, ars, aks, bp, K, c, ldc, accumulate, cols);
+  else panel_kernel<Rows, 1>(a, ars, aks, bp, K, c, ldc, accumulate, cols);
+}
+
+// C (n,N) = A (n,K) @ B, or C += A @ B, with B packed by pack_panels and A[r][k] at
+// a[r * ars + k * aks] (ars = K, aks = 1 for a row-major A; ars = 1, aks = n for A^T).
+static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, const float* bp,
+                        int N, float* c, bool accumulate) {
+  const int panels = (N + kPanel - 1) / kPanel;
+  for (int p = 0; p < panels; ++p) {
+    const float* panel = bp + size_t(p) * K * kPanel;
+    const int cols = std::min(kPanel, N - p * kPanel);
+    float* cp = c + p * kPanel;
+    int r = 0;
+    for (; r + 4 <= n; r += 4) {
+      panel_rows<4>(a + r * ars, ars, aks, panel, K, cp + size_t(r) * N, N, accumulate, cols);
+    }
+    for (; r < n; ++r) {
+      panel_rows<1>(a + r * ars, ars, aks, panel, K, cp + size_t(r) * N, N, accumulate, cols);
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------
 // Input projection (outside the time loop: one big GEMM)
@@ -151,7 +232,6 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   const int H4 = 4 * H;
   const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
   const int nchunks = batch_chunks(B);
-  ConstMatMap R(recurrent, H, H4);
 
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0;
   ws.token_input = ids != nullptr;
@@ -198,6 +278,8 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
 
   // The shared padding trajectory: one row fed pad_row for S steps from the zero state.
   const int S = ws.S;
+  grow(ws.rec_packed, panel_floats(H, H4));
+  pack_panels(recurrent, H, H4, false, ws.rec_packed.data());
   grow(ws.traj_gates, size_t(S) * H4);
   grow(ws.traj_h, size_t(S + 1) * H), grow(ws.traj_c, size_t(S + 1) * H);
   std::fill_n(ws.traj_h.begin(), H, 0.f);
@@ -205,7 +287,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   for (int t = 0; t < S; ++t) {
     float* z = &ws.traj_gates[size_t(t) * H4];
     std::memcpy(z, table + size_t(pad_row) * H4, H4 * sizeof(float));
-    vec_mat(&ws.traj_h[size_t(t) * H], recurrent, H, H4, z);
+    gemm_packed(&ws.traj_h[size_t(t) * H], H, 1, 1, H, ws.rec_packed.data(), H4, z, true);
     cell_forward(z, &ws.traj_c[size_t(t) * H], &ws.traj_c[size_t(t + 1) * H],
                  &ws.traj_h[size_t(t + 1) * H], H);
   }
@@ -231,10 +313,6 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
         std::memcpy(hprev + size_t(s) * H, &ws.traj_h[size_t(t) * H], H * sizeof(float));
         std::memcpy(cprev + size_t(s) * H, &ws.traj_c[size_t(t) * H], H * sizeof(float));
       }
-      // Inactive rows: keep their (unused) state finite for the weight-gradient GEMM.
-      for (int s = active; s < hi; ++s) {
-        std::fill_n(hs + size_t(t + 1) * BH + size_t(s) * H, H, 0.f);
-      }
       const int n = active - lo;
       if (n == 0) continue;
       float* z = gates + size_t(t) * BH4 + size_t(lo) * H4;  // (n,4H)
@@ -243,7 +321,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
         const size_t row = ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t;
         std::memcpy(z + size_t(s - lo) * H4, table + row * H4, H4 * sizeof(float));
       }
-      MatMap(z, n, H4).noalias() += ConstMatMap(hprev + size_t(lo) * H, n, H) * R;
+      gemm_packed(hprev + size_t(lo) * H, H, 1, n, H, ws.rec_packed.data(), H4, z, true);
       float* cnext = cs + size_t(t + 1) * BH;
       float* hnext = hs + size_t(t + 1) * BH;
       for (int s = lo; s < active; ++s) {
@@ -279,10 +357,14 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
   const int nth = get_num_threads();
-  ConstMatMap R(recurrent, H, H4);
   MatMap dR(drecurrent, H, H4);
   MatMap dTable(dtable, U, H4);
 
+  grow(ws.rect_packed, panel_floats(H4, H));
+  pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T (4H,H)
+  const int nchunk_rows = nchunks ? ws.chunk_lo[1] - ws.chunk_lo[0] : 0;  // the largest chunk
+  grow(ws.dz_packed, size_t(nchunks) * panel_floats(nchunk_rows, H4));
+  grow(ws.drec_chunk, size_t(nchunks) * H * H4);
   grow(ws.dgates, size_t(T) * BH4);
   grow(ws.dh, BH), grow(ws.dc, BH), grow(ws.dh0, BH), grow(ws.dc0, BH);
   float* dgates = ws.dgates.data();
@@ -302,12 +384,13 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   for (int j = 0; j < nchunks; ++j) {
     const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
     FloatBuf tanh_c(H);  // scratch, allocated once per chunk
+    float* drec = &ws.drec_chunk[size_t(j) * H * H4];
+    std::fill_n(drec, size_t(H) * H4, 0.f);
     int active = hi;
     while (active > lo && ws.start[active - 1] >= T) --active;
     for (int t = T - 1; t >= 0; --t) {
       while (active > lo && ws.start[active - 1] > t) --active;
       float* dz = dgates + size_t(t) * BH4;
-      for (int s = active; s < hi; ++s) std::fill_n(dz + size_t(s) * H4, H4, 0.f);
       const int n = active - lo;
       if (n == 0) continue;
       for (int s = lo; s < active; ++s) {
@@ -321,8 +404,12 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                       dz + size_t(s) * H4, tanh_c.data(), H);
       }
       // dL/dh_{t-1} = dz_t @ recurrent^T       (from z_t = ... + h_{t-1} @ recurrent)
-      MatMap(&ws.dh[size_t(lo) * H], n, H).noalias() =
-          ConstMatMap(dz + size_t(lo) * H4, n, H4) * R.transpose();
+      gemm_packed(dz + size_t(lo) * H4, H4, 1, n, H4, ws.rect_packed.data(), H,
+                  &ws.dh[size_t(lo) * H], false);
+      // drecurrent += h_{t-1}^T @ dz_t over this chunk's active rows (same z_t line)
+      float* dzp = &ws.dz_packed[size_t(j) * panel_floats(nchunk_rows, H4)];
+      pack_panels(dz + size_t(lo) * H4, n, H4, false, dzp);
+      gemm_packed(hs + size_t(t) * BH + size_t(lo) * H, 1, H, H, n, dzp, H4, drec, true);
       // Rows that started at t > 0 hand their state gradient to the shared trajectory.
       for (int s = active - 1; t > 0 && s >= lo && ws.start[s] == t; --s) {
         std::memcpy(&ws.dh0[size_t(s) * H], &ws.dh[size_t(s) * H], H * sizeof(float));
@@ -331,8 +418,9 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     }
   }
 
-  // drecurrent = sum_t h_{t-1}^T @ dz_t, over all T*B rows at once (inactive rows have dz = 0)
-  gemm_at_b(hs, dgates, Eigen::Index(T) * B, H, H4, drecurrent);
+  // drecurrent: the chunks' partial sums, added in chunk order
+  dR.setZero();
+  for (int j = 0; j < nchunks; ++j) dR += ConstMatMap(&ws.drec_chunk[size_t(j) * H * H4], H, H4);
 
   // dtable: scatter-add dz of every active position into its table row. Threads own
   // column ranges, so there is no write conflict and the sum order is fixed.
@@ -371,7 +459,6 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       }
     }
     RowMat dz_traj(S, H4);
-    RowMat RT = R.transpose();  // (4H,H): dh_{t-1} = dz_t @ recurrent^T as row axpys
     Eigen::RowVectorXf dh = Eigen::RowVectorXf::Zero(H), dc = Eigen::RowVectorXf::Zero(H);
     FloatBuf tanh_c(H);
     for (int t = S - 1; t >= 0; --t) {
@@ -380,8 +467,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       cell_backward(&ws.traj_gates[size_t(t) * H4], &ws.traj_c[size_t(t) * H],
                     &ws.traj_c[size_t(t + 1) * H], dh.data(), dc.data(), dz_traj.row(t).data(),
                     tanh_c.data(), H);
-      dh.setZero();
-      vec_mat(dz_traj.row(t).data(), RT.data(), H4, H, dh.data());
+      gemm_packed(dz_traj.row(t).data(), H4, 1, 1, H4, ws.rect_packed.data(), H, dh.data(), false);
     }
     dR.noalias() += ConstMatMap(ws.traj_h.data(), S, H).transpose() * dz_traj;
     add_rows(dz_traj.data(), S, H4, dtable + size_t(ws.pad_row) * H4);

@@ -58,6 +58,10 @@ struct Workspace {
   FloatBuf traj_gates;   // (S,4H) shared padding trajectory
   FloatBuf traj_h;       // (S+1,H) row t = h_{t-1}
   FloatBuf traj_c;       // (S+1,H)
+  FloatBuf rec_packed;             // recurrent (H,4H) in column panels, for h @ recurrent
+  FloatBuf rect_packed;            // recurrent^T (4H,H) in column panels, for dz @ recurrent^T
+  FloatBuf dz_packed;              // per chunk: one step's dz rows in column panels
+  FloatBuf drec_chunk;             // (nchunks,H,4H) per-chunk drecurrent partial sums
   FloatBuf table;        // (B*T,4H) dense input only: x @ kernel + bias
   FloatBuf dtable;       // (B*T,4H) dense input only: its gradient
 };
