@@ -41,6 +41,7 @@ def test_word_index_and_labels(data_dir):
     {"test_split": 0.0},
     {"test_split": 1.0},
 ])
+@pytest.mark.keras
 def test_load_data_matches_keras(data_dir, kwargs, monkeypatch):
     import keras.src.datasets.reuters as keras_reuters
 
@@ -68,6 +69,7 @@ def test_explicit_path_and_corrupt_file(data_dir, tmp_path, monkeypatch):
         reuters.load_data()
 
 
+@pytest.mark.keras
 @settings(max_examples=150, deadline=None)
 @given(
     seqs=st.lists(st.lists(st.integers(-5, 50), max_size=12), max_size=8),
@@ -103,6 +105,7 @@ def test_pad_sequences_defaults_and_errors():
         pad_sequences([[1]], maxlen=-1)
 
 
+@pytest.mark.keras
 @settings(max_examples=50, deadline=None)
 @given(labels=st.lists(st.integers(0, 9), min_size=1, max_size=20), extra=st.integers(0, 3))
 def test_to_categorical_matches_keras(labels, extra):

@@ -50,6 +50,7 @@ def test_initializers_follow_keras():
     assert not db.any()
 
 
+@pytest.mark.keras
 def test_predictions_and_adam_steps_match_keras(rng):
     """Same weights in, same predictions and, step by step, the same weights out."""
     km = keras_model()
@@ -67,6 +68,7 @@ def test_predictions_and_adam_steps_match_keras(rng):
         np.testing.assert_allclose(got, want, atol=2e-6)
 
 
+@pytest.mark.keras
 def test_dense_input_lstm_matches_keras(rng):
     import keras
 
