@@ -107,43 +107,43 @@ PYBIND11_MODULE(_core, m) {
       "Activations kept by a forward call for its backward; reused between calls.")
       .def(py::init<>());
 
-  m.def("input_projection", [](py::handle x_, py::handle kernel_, py::handle bias_) {
+  m.def("affine", [](py::handle x_, py::handle kernel_, py::handle bias_) {
     auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
     const py::ssize_t N = x.shape(0), E = x.shape(1);
-    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, -1});
+    auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t H4 = kernel.shape(1);
-    auto bias = checked<float>(bias_, "bias", "(4H,)", {H4});
+    auto bias = checked<float>(bias_, "bias", "(M,)", {H4});
     F32 z({N, H4});
     {
       py::gil_scoped_release nogil;
-      input_projection(x.data(), kernel.data(), bias.data(), as_int(N, "N"), as_int(E, "E"),
+      affine(x.data(), kernel.data(), bias.data(), as_int(N, "N"), as_int(E, "E"),
                        as_int(H4, "4H"), z.mutable_data());
     }
     return z;
   }, py::arg("x"), py::arg("kernel"), py::arg("bias"),
-  "z (N,4H) = x (N,E) @ kernel (E,4H) + bias (4H).");
+  "z (N,M) = x (N,E) @ kernel (E,M) + bias (M): the LSTM input projection, the Dense layer.");
 
-  m.def("input_projection_backward", [](py::handle x_, py::handle kernel_, py::handle dz_,
+  m.def("affine_backward", [](py::handle x_, py::handle kernel_, py::handle dz_,
                                         bool need_dx) {
     auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
     const py::ssize_t N = x.shape(0), E = x.shape(1);
-    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, -1});
+    auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t H4 = kernel.shape(1);
-    auto dz = checked<float>(dz_, "dz", "(N, 4H)", {N, H4});
+    auto dz = checked<float>(dz_, "dz", "(N, M)", {N, H4});
     F32 dkernel({E, H4}), dbias({H4});
     std::optional<F32> dx;
     if (need_dx) dx.emplace(std::vector<py::ssize_t>{N, E});
     float* dx_ptr = dx ? dx->mutable_data() : nullptr;
     {
       py::gil_scoped_release nogil;
-      input_projection_backward(x.data(), kernel.data(), dz.data(), as_int(N, "N"),
+      affine_backward(x.data(), kernel.data(), dz.data(), as_int(N, "N"),
                                 as_int(E, "E"), as_int(H4, "4H"), dx_ptr,
                                 dkernel.mutable_data(), dbias.mutable_data());
     }
     py::object dx_out = dx ? py::object(*dx) : py::none();
     return py::make_tuple(dx_out, dkernel, dbias);
   }, py::arg("x"), py::arg("kernel"), py::arg("dz"), py::arg("need_dx") = true,
-  "Backward of input_projection: (dx (N,E) or None, dkernel (E,4H), dbias (4H)).");
+  "Backward of affine: (dx (N,E) or None, dkernel (E,M), dbias (M)).");
 
   m.def("lstm_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                            py::handle bias_, bool return_sequences,

@@ -97,12 +97,15 @@ constexpr int kPanel = 24;  // packed column panel width: 3 vectors of 8
 // `out` holds at least panel_floats(K, N).
 static size_t panel_floats(int K, int N) { return size_t((N + kPanel - 1) / kPanel) * K * kPanel; }
 
-static void pack_panels(const float* b, int K, int N, bool transposed, float* out) {
+// With ldk > 0 the panels hold ldk rows each and these K rows go to rows k_off.. of them.
+static void pack_panels(const float* b, int K, int N, bool transposed, float* out, int ldk = 0,
+                        int k_off = 0) {
   const int panels = (N + kPanel - 1) / kPanel;
+  if (ldk <= 0) ldk = K;
   for (int p = 0; p < panels; ++p) {
     const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
     for (int k = 0; k < K; ++k) {
-      float* dst = out + (size_t(p) * K + k) * kPanel;
+      float* dst = out + (size_t(p) * ldk + k_off + k) * kPanel;
       for (int j = 0; j < w; ++j) dst[j] = transposed ? b[size_t(j0 + j) * K + k] : b[size_t(k) * N + j0 + j];
       std::fill(dst + w, dst + kPanel, 0.f);
     }
@@ -154,42 +157,56 @@ static inline void panel_rows(const float* a, size_t ars, size_t aks, const floa
 
 // C (n,N) = A (n,K) @ B, or C += A @ B, with B packed by pack_panels and A[r][k] at
 // a[r * ars + k * aks] (ars = K, aks = 1 for a row-major A; ars = 1, aks = n for A^T).
+// K is taken in blocks of kKBlock so that a panel block (kKBlock,24) stays in L1.
+constexpr int kKBlock = 128;
+constexpr int kDrecSteps = 4;  // time steps per drecurrent product
+
 static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, const float* bp,
-                        int N, float* c, bool accumulate) {
+                        int N, float* c, bool accumulate, int ldk = 0) {
   const int panels = (N + kPanel - 1) / kPanel;
-  for (int p = 0; p < panels; ++p) {
-    const float* panel = bp + size_t(p) * K * kPanel;
-    const int cols = std::min(kPanel, N - p * kPanel);
-    float* cp = c + p * kPanel;
-    int r = 0;
-    for (; r + 4 <= n; r += 4) {
-      panel_rows<4>(a + r * ars, ars, aks, panel, K, cp + size_t(r) * N, N, accumulate, cols);
+  if (ldk <= 0) ldk = K;
+  for (int k0 = 0; k0 < K; k0 += kKBlock) {
+    const int kb = std::min(kKBlock, K - k0);
+    const bool acc = accumulate || k0 > 0;
+    const float* ak = a + k0 * aks;
+    for (int p = 0; p < panels; ++p) {
+      const float* panel = bp + (size_t(p) * ldk + k0) * kPanel;
+      const int cols = std::min(kPanel, N - p * kPanel);
+      float* cp = c + p * kPanel;
+      int r = 0;
+      for (; r + 4 <= n; r += 4) {
+        panel_rows<4>(ak + r * ars, ars, aks, panel, kb, cp + size_t(r) * N, N, acc, cols);
+      }
+      for (; r < n; ++r) {
+        panel_rows<1>(ak + r * ars, ars, aks, panel, kb, cp + size_t(r) * N, N, acc, cols);
+      }
     }
-    for (; r < n; ++r) {
-      panel_rows<1>(a + r * ars, ars, aks, panel, K, cp + size_t(r) * N, N, accumulate, cols);
-    }
+  }
+  if (K == 0 && !accumulate) {
+    for (int r = 0; r < n; ++r) std::fill_n(c + size_t(r) * N, N, 0.f);
   }
 }
 
 // ---------------------------------------------------------------------------------------
-// Input projection (outside the time loop: one big GEMM)
+// Affine map x @ kernel + bias: the LSTM input projection (one GEMM outside the time loop)
+// and the Dense layer
 
-void input_projection(const float* x, const float* kernel, const float* bias, int N, int E,
-                      int H4, float* z) {
-  // x (N,E), kernel (E,H4), bias (H4) -> z (N,H4)
-  ConstMatMap X(x, N, E), K(kernel, E, H4);
-  MatMap Z(z, N, H4);
-  Z.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias, H4);
+void affine(const float* x, const float* kernel, const float* bias, int N, int E, int M,
+            float* z) {
+  // x (N,E), kernel (E,M), bias (M) -> z (N,M)
+  ConstMatMap X(x, N, E), K(kernel, E, M);
+  MatMap Z(z, N, M);
+  Z.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias, M);
   gemm_rows(X, K, Z, true);
 }
 
-void input_projection_backward(const float* x, const float* kernel, const float* dz, int N,
-                               int E, int H4, float* dx, float* dkernel, float* dbias) {
+void affine_backward(const float* x, const float* kernel, const float* dz, int N, int E, int M,
+                     float* dx, float* dkernel, float* dbias) {
   // forward: z = x @ kernel + bias
-  gemm_at_b(x, dz, N, E, H4, dkernel);
-  std::fill_n(dbias, H4, 0.f);
-  add_rows(dz, N, H4, dbias);
-  if (dx) gemm_rows(ConstMatMap(dz, N, H4), ConstMatMap(kernel, E, H4).transpose(), MatMap(dx, N, E), false);
+  gemm_at_b(x, dz, N, E, M, dkernel);
+  std::fill_n(dbias, M, 0.f);
+  add_rows(dz, N, M, dbias);
+  if (dx) gemm_rows(ConstMatMap(dz, N, M), ConstMatMap(kernel, E, M).transpose(), MatMap(dx, N, E), false);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -362,8 +379,12 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 
   grow(ws.rect_packed, panel_floats(H4, H));
   pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T (4H,H)
+  // drecurrent is accumulated over groups of kDrecSteps steps: (rows, h_{t-1}) and (rows, dz_t)
+  // gathered per chunk so one product covers a long k.
   const int nchunk_rows = nchunks ? ws.chunk_lo[1] - ws.chunk_lo[0] : 0;  // the largest chunk
-  grow(ws.dz_packed, size_t(nchunks) * panel_floats(nchunk_rows, H4));
+  const int kcap = kDrecSteps * nchunk_rows;
+  grow(ws.dz_packed, size_t(nchunks) * panel_floats(kcap, H4));
+  grow(ws.h_group, size_t(nchunks) * kcap * H);
   grow(ws.drec_chunk, size_t(nchunks) * H * H4);
   grow(ws.dgates, size_t(T) * BH4);
   grow(ws.dh, BH), grow(ws.dc, BH), grow(ws.dh0, BH), grow(ws.dc0, BH);
@@ -386,6 +407,9 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     FloatBuf tanh_c(H);  // scratch, allocated once per chunk
     float* drec = &ws.drec_chunk[size_t(j) * H * H4];
     std::fill_n(drec, size_t(H) * H4, 0.f);
+    float* dzp = &ws.dz_packed[size_t(j) * panel_floats(kcap, H4)];
+    float* hgroup = &ws.h_group[size_t(j) * kcap * H];
+    int kk = 0;  // rows gathered in the current group
     int active = hi;
     while (active > lo && ws.start[active - 1] >= T) --active;
     for (int t = T - 1; t >= 0; --t) {
@@ -407,15 +431,20 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       gemm_packed(dz + size_t(lo) * H4, H4, 1, n, H4, ws.rect_packed.data(), H,
                   &ws.dh[size_t(lo) * H], false);
       // drecurrent += h_{t-1}^T @ dz_t over this chunk's active rows (same z_t line)
-      float* dzp = &ws.dz_packed[size_t(j) * panel_floats(nchunk_rows, H4)];
-      pack_panels(dz + size_t(lo) * H4, n, H4, false, dzp);
-      gemm_packed(hs + size_t(t) * BH + size_t(lo) * H, 1, H, H, n, dzp, H4, drec, true);
+      if (kk + n > kcap) {
+        gemm_packed(hgroup, 1, H, H, kk, dzp, H4, drec, true, kcap);
+        kk = 0;
+      }
+      std::memcpy(hgroup + size_t(kk) * H, hs + size_t(t) * BH + size_t(lo) * H, size_t(n) * H * sizeof(float));
+      pack_panels(dz + size_t(lo) * H4, n, H4, false, dzp, kcap, kk);
+      kk += n;
       // Rows that started at t > 0 hand their state gradient to the shared trajectory.
       for (int s = active - 1; t > 0 && s >= lo && ws.start[s] == t; --s) {
         std::memcpy(&ws.dh0[size_t(s) * H], &ws.dh[size_t(s) * H], H * sizeof(float));
         std::memcpy(&ws.dc0[size_t(s) * H], &ws.dc[size_t(s) * H], H * sizeof(float));
       }
     }
+    if (kk > 0) gemm_packed(hgroup, 1, H, H, kk, dzp, H4, drec, true, kcap);
   }
 
   // drecurrent: the chunks' partial sums, added in chunk order
@@ -482,7 +511,7 @@ void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
                         float* h_last, float* h_seq) {
   const size_t N = size_t(B) * T;
   grow(ws.table, N * 4 * H);
-  input_projection(x, kernel, bias, int(N), E, 4 * H, ws.table.data());
+  affine(x, kernel, bias, int(N), E, 4 * H, ws.table.data());
   lstm_forward(ws, ws.table.data(), int(N), nullptr, -1, recurrent, B, T, H, h_last, h_seq);
   ws.E = E;
 }
@@ -493,7 +522,7 @@ void lstm_backward_dense(Workspace& ws, const float* x, const float* kernel,
   const size_t N = size_t(ws.B) * ws.T;
   grow(ws.dtable, N * 4 * ws.H);
   lstm_backward(ws, recurrent, dh_last, dh_seq, ws.dtable.data(), drecurrent);
-  input_projection_backward(x, kernel, ws.dtable.data(), int(N), ws.E, 4 * ws.H, dx, dkernel,
+  affine_backward(x, kernel, ws.dtable.data(), int(N), ws.E, 4 * ws.H, dx, dkernel,
                             dbias);
 }
 

@@ -5,7 +5,7 @@
 //   i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_c)
 //   c = f * c_prev + i * g;            h = o * tanh(c)         zero initial state.
 //
-// The input projection x @ kernel + bias is done outside the time loop (input_projection),
+// The input projection x @ kernel + bias is done outside the time loop (affine),
 // so the recurrence reads each step's projected input as a row of a "table" (U,4H):
 //   - dense input:  table = x @ kernel + bias for every (b,t), row index b*T + t;
 //   - token input:  table = embeddings[unique tokens] @ kernel + bias, row index from ids (B,T).
@@ -60,21 +60,23 @@ struct Workspace {
   FloatBuf traj_c;       // (S+1,H)
   FloatBuf rec_packed;             // recurrent (H,4H) in column panels, for h @ recurrent
   FloatBuf rect_packed;            // recurrent^T (4H,H) in column panels, for dz @ recurrent^T
-  FloatBuf dz_packed;              // per chunk: one step's dz rows in column panels
+  FloatBuf dz_packed;              // per chunk: a few steps' dz rows in column panels
+  FloatBuf h_group;                // per chunk: the matching h_{t-1} rows
   FloatBuf drec_chunk;             // (nchunks,H,4H) per-chunk drecurrent partial sums
   FloatBuf table;        // (B*T,4H) dense input only: x @ kernel + bias
   FloatBuf dtable;       // (B*T,4H) dense input only: its gradient
 };
 
-// z (N,4H) = x (N,E) @ kernel (E,4H) + bias (4H)
-void input_projection(const float* x, const float* kernel, const float* bias, int N, int E,
-                      int H4, float* z);
+// z (N,M) = x (N,E) @ kernel (E,M) + bias (M): the LSTM's input projection (M = 4H), and
+// the Dense layer.
+void affine(const float* x, const float* kernel, const float* bias, int N, int E,
+                      int M, float* z);
 
-// Backward of input_projection, given dz (N,4H):
-//   dx (N,E) = dz @ kernel^T ; dkernel (E,4H) = x^T @ dz ; dbias (4H) = sum_n dz.
+// Backward of affine, given dz (N,M):
+//   dx (N,E) = dz @ kernel^T ; dkernel (E,M) = x^T @ dz ; dbias (M) = sum_n dz.
 // dx may be null (not needed).
-void input_projection_backward(const float* x, const float* kernel, const float* dz, int N,
-                               int E, int H4, float* dx, float* dkernel, float* dbias);
+void affine_backward(const float* x, const float* kernel, const float* dz, int N,
+                               int E, int M, float* dx, float* dkernel, float* dbias);
 
 // Forward through time.
 //   table (U,4H): projected inputs; ids (B,T) rows of table, or null for dense input
@@ -90,7 +92,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
 void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                    const float* dh_seq, float* dtable, float* drecurrent);
 
-// The whole layer on dense input x (B,T,E): input_projection, then lstm_forward.
+// The whole layer on dense input x (B,T,E): affine, then lstm_forward.
 //   kernel (E,4H), recurrent (H,4H), bias (4H); h_last (B,H) out; h_seq (B,T,H) out or null.
 void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
                         const float* recurrent, const float* bias, int B, int T, int E, int H,

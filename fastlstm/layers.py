@@ -3,6 +3,8 @@
 Each layer keeps what its backward needs from the last training-mode `call`. Gradients
 are returned in the order of `weights`.
 """
+import threading
+
 import numpy as np
 
 from fastlstm import _core, initializers
@@ -132,9 +134,14 @@ class Dense(Layer):
     def output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
+    def _bias(self):
+        return self.bias if self.use_bias else np.zeros(self.units, np.float32)
+
     def logits(self, x):
-        z = x @ self.kernel
-        return z + self.bias if self.use_bias else z
+        """x @ kernel + bias over the last axis, in the C++ kernel (numpy's BLAS threads
+        would spin against the LSTM's)."""
+        x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
+        return _core.affine(x2, self.kernel, self._bias()).reshape(x.shape[:-1] + (self.units,))
 
     def call(self, x, training=False):
         z = self.logits(x)
@@ -151,10 +158,10 @@ class Dense(Layer):
                 dz = y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
             else:
                 dz = _ACTIVATIONS[self.activation][1](y, dy)
-        x2 = self._x.reshape(-1, self._x.shape[-1])
-        dz2 = dz.reshape(-1, self.units)
-        grads = [x2.T @ dz2] + ([dz2.sum(axis=0)] if self.use_bias else [])
-        return dz @ self.kernel.T, grads
+        x2 = np.ascontiguousarray(self._x.reshape(-1, self._x.shape[-1]), dtype=np.float32)
+        dz2 = np.ascontiguousarray(dz.reshape(-1, self.units), dtype=np.float32)
+        dx, dkernel, dbias = _core.affine_backward(x2, self.kernel, dz2)
+        return dx.reshape(self._x.shape), [dkernel] + ([dbias] if self.use_bias else [])
 
 
 class LSTM(Layer):
@@ -182,7 +189,8 @@ class LSTM(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
-        self._workspace = _core.Workspace()  # activations kept for backward, reused
+        self._workspace = _core.Workspace()  # training: activations kept for backward, reused
+        self._inference = threading.local()  # inference: one reused workspace per thread
 
     def build(self, input_shape):
         H = self.units
@@ -206,6 +214,13 @@ class LSTM(Layer):
         B, T = input_shape[0], input_shape[1]
         return (B, T, self.units) if self.return_sequences else (B, self.units)
 
+    def _workspace_for(self, training):
+        if training:
+            return self._workspace
+        if not hasattr(self._inference, "workspace"):
+            self._inference.workspace = _core.Workspace()
+        return self._inference.workspace
+
     def _out(self, result):
         return result[1] if self.return_sequences else result
 
@@ -215,7 +230,7 @@ class LSTM(Layer):
         if x.ndim != 3 or x.shape[2] != self.kernel.shape[0]:
             raise ValueError(f"LSTM input must have shape (batch, timesteps, {self.kernel.shape[0]}), got {x.shape}")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        ws = self._workspace if training else None
+        ws = self._workspace_for(training)
         out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,
                                  self.return_sequences, ws)
         if training:
@@ -234,9 +249,9 @@ class LSTM(Layer):
         remap[used] = np.arange(used.size, dtype=np.int32)
         rows = remap[ids]                           # (B,T) rows of the projected table
         emb_used = embedding.embeddings[used]       # (U,E)
-        table = _core.input_projection(emb_used, self.kernel, self.bias)
+        table = _core.affine(emb_used, self.kernel, self.bias)
         pad_row = int(remap[0]) if present[0] else -1
-        ws = self._workspace if training else None
+        ws = self._workspace_for(training)
         out = _core.lstm_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
                                         self.return_sequences, ws)
         if training:
@@ -259,7 +274,7 @@ class LSTM(Layer):
                                                  self.recurrent_kernel, dh_last, dh_seq)
         else:
             dtable, dr = _core.lstm_backward_tokens(self._workspace, self.recurrent_kernel, dh_last, dh_seq)
-            demb_used, dk, db = _core.input_projection_backward(self._emb_used, self.kernel, dtable)
+            demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
             dx = None
             self.embedding_grad = np.zeros_like(self._embedding.embeddings)
             self.embedding_grad[self._used] = demb_used

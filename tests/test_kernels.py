@@ -76,7 +76,7 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
     emb = rng.normal(size=(V, E)).astype(np.float32)
     K, R, b = weights(rng, E, H)
     ids = token_batch(rng, B, T, V)
-    table = _core.input_projection(emb, K, b)
+    table = _core.affine(emb, K, b)
     ws = _core.Workspace()
     h_last, h_seq = _core.lstm_forward_tokens(ids, table, R, pad_row=0, return_sequences=True, workspace=ws)
     want, cache = ref.lstm_forward(emb[ids], K, R, b)
@@ -93,7 +93,7 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
         assert rel_err(dtable, dtable_want) <= 1e-5
         assert rel_err(drec, ref.lstm_backward(cache, dh_last, seq)[2]) <= 1e-5
         # and through the projection to the embedding table
-        demb, dK, db = _core.input_projection_backward(emb, K, dtable)
+        demb, dK, db = _core.affine_backward(emb, K, dtable)
         _, dK_w, _, db_w, _ = ref.lstm_backward(cache, dh_last, seq)
         assert rel_err(dK, dK_w) <= 1e-5 and rel_err(db, db_w) <= 1e-5
         demb_want = np.zeros((V, E))
@@ -106,7 +106,7 @@ def test_token_path_without_padding_skip_is_the_same(rng):
     emb = rng.normal(size=(V, E)).astype(np.float32)
     K, R, b = weights(rng, E, H)
     ids = token_batch(rng, B, T, V)
-    table = _core.input_projection(emb, K, b)
+    table = _core.affine(emb, K, b)
     skip = _core.lstm_forward_tokens(ids, table, R, pad_row=0)
     plain = _core.lstm_forward_tokens(ids, table, R, pad_row=-1)
     assert np.abs(skip - plain).max() <= 1e-6
@@ -163,7 +163,7 @@ def test_one_and_two_threads_are_bitwise_identical(rng, threads):
         ws, wt = _core.Workspace(), _core.Workspace()
         h = _core.lstm_forward(x, K, R, b, workspace=ws)
         grads = _core.lstm_backward(ws, x, K, R, dh)
-        table = _core.input_projection(emb, K, b)
+        table = _core.affine(emb, K, b)
         ht = _core.lstm_forward_tokens(ids, table, R, pad_row=0, workspace=wt)
         gt = _core.lstm_backward_tokens(wt, R, dh)
         outs.append([h, *grads, ht, *gt])
