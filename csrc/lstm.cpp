@@ -31,10 +31,9 @@ static void grow(V& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-// Work is split into a fixed number of panels (rows of the batch, rows or columns of a
-// GEMM) that depends on the problem size only, never on the thread count: each panel is
-// computed the same way whichever thread takes it, so results are bitwise identical for
-// any number of threads.
+// Work is split into pieces (chunks of batch rows, row panels or k panels of a GEMM) fixed
+// by the problem size only, never by the thread count: each piece is computed the same way
+// whichever thread takes it, so results are bitwise identical for any number of threads.
 static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B + 63) / 64))); }
 constexpr int kGemmPanels = 4;
 
