@@ -102,6 +102,11 @@ PYBIND11_MODULE(_core, m) {
     set_num_threads(n);
   }, py::arg("n"));
   m.def("get_num_threads", &get_num_threads);
+  m.def("fma_peak_gflops", [](int threads) {
+    if (threads < 1) throw py::value_error("threads must be >= 1");
+    py::gil_scoped_release nogil;
+    return fma_peak_gflops(threads);
+  }, py::arg("threads"), "Measured fp32 FMA peak of `threads` threads, GFLOP/s.");
 
   py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace",
       "Activations kept by a forward call for its backward; reused between calls.")

@@ -535,4 +535,31 @@ void lstm_backward_dense(Workspace& ws, const float* x, const float* kernel,
                             dbias);
 }
 
+// ---------------------------------------------------------------------------------------
+// The machine's fp32 peak, measured: each thread runs 12 independent vector FMA chains in
+// registers (the micro-kernel's accumulator count), so nothing but the FMA units is timed.
+
+double fma_peak_gflops(int threads) {
+  constexpr long kIters = 20000000;
+  constexpr int kChains = 12;
+  float sink = 0.f;
+  const double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+  {
+    static volatile float opaque_mul = 0.999f, opaque_add = 1e-3f;  // unknown at compile time
+    const v8 mul = v8{} + opaque_mul, add = v8{} + opaque_add;
+    v8 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = v8{} + (opaque_add * i + omp_get_thread_num());
+    for (long it = 0; it < kIters; ++it) {
+      for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * mul + add;
+    }
+    for (int i = 0; i < kChains; ++i) sink += acc[i][0];
+  }
+  const double seconds = omp_get_wtime() - t0;
+  const double flop = 2.0 * 8 * kChains * double(kIters) * threads;
+  static volatile float keep;
+  keep = sink;  // the chains' results are used
+  return flop / seconds / 1e9;
+}
+
 }  // namespace fastlstm

@@ -104,4 +104,7 @@ void lstm_backward_dense(Workspace& ws, const float* x, const float* kernel,
                          const float* recurrent, const float* dh_last, const float* dh_seq,
                          float* dx, float* dkernel, float* drecurrent, float* dbias);
 
+// Measured fp32 FMA throughput of `threads` threads, GFLOP/s (for the kernel benchmark).
+double fma_peak_gflops(int threads);
+
 }  // namespace fastlstm

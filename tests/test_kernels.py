@@ -237,3 +237,10 @@ def test_backward_checks_its_workspace(rng):
 def test_set_num_threads_rejects_non_positive(threads):
     with pytest.raises(ValueError, match=">= 1"):
         fastlstm.set_num_threads(0)
+
+
+def test_fma_peak_is_measured():
+    one = _core.fma_peak_gflops(1)
+    assert 1 < one < 1e4  # a real machine's single-thread fp32 rate, in GFLOP/s
+    with pytest.raises(ValueError, match=">= 1"):
+        _core.fma_peak_gflops(0)
