@@ -21,10 +21,6 @@ class Layer:
         """The trainable arrays, in Keras's order."""
         return []
 
-    def set_weights(self, arrays):
-        for w, a in zip(self.weights, arrays):
-            w[...] = a
-
     def count_params(self):
         return sum(w.size for w in self.weights)
 
