@@ -160,7 +160,6 @@ class TorchWorker:
             return float(self.loss(logits, self.yt)), float((logits.argmax(1) == self.yt).float().mean())
 
     def lstm_ms(self):
-        torch = self.torch
         xe = self.model.emb(self.x[:BATCH]).detach().requires_grad_(True)
 
         def step():
@@ -274,7 +273,7 @@ def run(args):
             "peak_rss_mb": extra[s]["peak_rss_mb"], "val_accuracy_per_epoch": [r["val_accuracy"] for r in epochs[s]],
         }
     base = results["systems"].get("fastlstm", {}).get("s_per_epoch_median")
-    for s, r in results["systems"].items():
+    for r in results["systems"].values():
         if base and "s_per_epoch_median" in r:
             r["ratio_to_fastlstm"] = r["s_per_epoch_median"] / base
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -278,8 +278,9 @@ class Sequential:
             split = int(math.floor(n * (1.0 - validation_split)))
             if split in (0, n):
                 raise ValueError(f"{n} samples cannot be split with validation_split={validation_split}")
-            validation_data = (x[split:], np.asarray(y)[split:])
-            x, y = x[:split], np.asarray(y)[:split]
+            y = np.asarray(y)
+            validation_data = (x[split:], y[split:])
+            x, y = x[:split], y[:split]
             n = split
         y = self._targets(y, n)
         if n == 0:

@@ -1,7 +1,4 @@
 """Reuters loading and preprocessing: golden facts from SOURCES.md and Keras itself."""
-import json
-import pathlib
-
 import numpy as np
 import pytest
 from hypothesis import given, settings

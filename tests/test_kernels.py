@@ -34,8 +34,9 @@ def token_batch(rng, B, T, V):
     ids = rng.integers(1, V, size=(B, T)).astype(np.int32)
     for b in range(B):
         ids[b, : rng.integers(0, T + 1)] = 0
-    ids[0, :] = 0 if B > 1 else ids[0, :]
-    if B > 2:
+    if B > 1:
+        ids[0, :] = 0  # a row of padding only
+    if B > 2:  # and a row with none
         ids[2, :] = rng.integers(1, V, size=T)
     return ids
 
