@@ -414,10 +414,11 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   for (int j = 0; j < nchunks; ++j) {
     const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
     FloatBuf tanh_c(H);  // scratch, allocated once per chunk
-    float* drec = &ws.drec_chunk[size_t(j) * H * H4];
+    // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
+    float* drec = ws.drec_chunk.data() + size_t(j) * H * H4;
     std::fill_n(drec, size_t(H) * H4, 0.f);
-    float* dzp = &ws.dz_packed[size_t(j) * panel_floats(kcap, H4)];
-    float* hgroup = &ws.h_group[size_t(j) * kcap * H];
+    float* dzp = ws.dz_packed.data() + size_t(j) * panel_floats(kcap, H4);
+    float* hgroup = ws.h_group.data() + size_t(j) * kcap * H;
     int kk = 0;  // rows gathered in the current group
     int active = hi;
     while (active > lo && ws.start[active - 1] >= T) --active;

@@ -245,3 +245,12 @@ def test_fma_peak_is_measured():
     assert 1 < one < 1e4  # a real machine's single-thread fp32 rate, in GFLOP/s
     with pytest.raises(ValueError, match=">= 1"):
         _core.fma_peak_gflops(0)
+
+
+def test_token_path_with_an_empty_batch():
+    """B = 0 (found by hypothesis under UBSan): empty outputs, zero gradients, no UB."""
+    R = np.zeros((2, 8), np.float32)
+    ws = _core.Workspace()
+    h = _core.lstm_forward_tokens(np.zeros((0, 3), np.int32), np.zeros((4, 8), np.float32), R, 0, workspace=ws)
+    dtable, dR = _core.lstm_backward_tokens(ws, R, np.zeros((0, 2), np.float32))
+    assert h.shape == (0, 2) and not dtable.any() and not dR.any()
