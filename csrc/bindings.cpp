@@ -90,7 +90,7 @@ static void check_backward(const Workspace& ws, bool token_input) {
   if (!ws.has_forward || ws.token_input != token_input) {
     throw py::value_error(std::string("backward needs a preceding ") +
                           (token_input ? "lstm_forward_tokens" : "lstm_forward") +
-                          " on the same workspace");
+                          "(..., training=True) on the same workspace");
   }
 }
 
@@ -152,7 +152,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("lstm_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                            py::handle bias_, bool return_sequences,
-                           std::shared_ptr<Workspace> ws) {
+                           std::shared_ptr<Workspace> ws, bool training) {
     auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
     const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
     auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {-1, -1});
@@ -170,13 +170,14 @@ PYBIND11_MODULE(_core, m) {
       std::lock_guard<std::mutex> lock(ws->busy);
       lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(),
                          as_int(B, "B"), as_int(T, "T"), as_int(E, "E"), as_int(H, "H"),
-                         out.last.mutable_data(), out.seq_data());
+                         out.last.mutable_data(), out.seq_data(), training);
     }
     return out.result();
   }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
+  py::arg("training") = true,
   "LSTM over x (B,T,E) float32 -> h_last (B,H), or (h_last, h_seq (B,T,H)).\n"
-  "Pass a Workspace to keep what lstm_backward needs.");
+  "Pass a Workspace to keep what lstm_backward needs (training=True) or to reuse its memory.");
 
   m.def("lstm_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
                             py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_) {
@@ -205,7 +206,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("lstm_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
                                   int pad_row, bool return_sequences,
-                                  std::shared_ptr<Workspace> ws) {
+                                  std::shared_ptr<Workspace> ws, bool training) {
     auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
     const py::ssize_t B = ids.shape(0), T = ids.shape(1);
     auto table = checked<float>(table_, "table", "(U, 4H)", {-1, -1});
@@ -236,11 +237,12 @@ PYBIND11_MODULE(_core, m) {
       std::lock_guard<std::mutex> lock(ws->busy);
       lstm_forward(*ws, table.data(), as_int(U, "U"), id, pad_row, recurrent.data(),
                    as_int(B, "B"), as_int(T, "T"), as_int(H, "H"), out.last.mutable_data(),
-                   out.seq_data());
+                   out.seq_data(), training);
     }
     return out.result();
   }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
+  py::arg("training") = true,
   "LSTM over token ids (B,T) int32 whose projected inputs are rows of table (U,4H)\n"
   "(= embeddings @ kernel + bias). Leading runs of pad_row are skipped exactly.\n"
   "-> h_last (B,H), or (h_last, h_seq (B,T,H)).");

@@ -97,28 +97,36 @@ constexpr int kRows = 6;
 
 // B (K,N) row-major, or given transposed as (N,K) -> panels (ceil(N/16), K, 16), zero-padded.
 // `out` holds at least panel_floats(K, N).
-static size_t panel_floats(int K, int N) { return size_t((N + kPanel - 1) / kPanel) * K * kPanel; }
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+static size_t panel_floats(int K, int N) { return size_t(round_up(N, kPanel)) * K; }
 
-// With ldk > 0 the panels hold ldk rows each and these K rows go to rows k_off.. of them.
-static void pack_panels(const float* b, int K, int N, bool transposed, float* out, int ldk = 0,
-                        int k_off = 0) {
+static void pack_panels(const float* b, int K, int N, bool transposed, float* out) {
   const int panels = (N + kPanel - 1) / kPanel;
-  if (ldk <= 0) ldk = K;
   for (int p = 0; p < panels; ++p) {
     const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
     for (int k = 0; k < K; ++k) {
-      float* dst = out + (size_t(p) * ldk + k_off + k) * kPanel;
+      float* dst = out + (size_t(p) * K + k) * kPanel;
       for (int j = 0; j < w; ++j) dst[j] = transposed ? b[size_t(j0 + j) * K + k] : b[size_t(k) * N + j0 + j];
       std::fill(dst + w, dst + kPanel, 0.f);
     }
   }
 }
 
-// Rows x (V*8) block of C (+)= A (Rows,K) @ one packed panel (K,16); `cols` valid columns.
-// A[r][k] is a[r * ars + k * aks], so A can be read transposed.
+// B operand of gemm_packed: row k of column panel p (16 columns) at b + p * panel_stride +
+// k * row_stride. Packed panels (pack_panels) or a row-major matrix whose row stride is a
+// multiple of 16 (read in place, no packing; columns past N are read but not used).
+struct PanelB {
+  const float* b;
+  size_t panel_stride, row_stride;
+};
+static PanelB packed_b(const float* bp, int ldk) { return {bp, size_t(ldk) * kPanel, kPanel}; }
+static PanelB rowmajor_b(const float* b, int ldb) { return {b, kPanel, size_t(ldb)}; }
+
+// Rows x (V*8) block of C (+)= A (Rows,K) @ one panel (K,16), panel rows brs floats apart;
+// `cols` valid columns. A[r][k] is a[r * ars + k * aks], so A can be read transposed.
 template <int Rows, int V>
-static inline void panel_kernel(const float* a, size_t ars, size_t aks, const float* bp, int K,
-                                float* c, int ldc, bool accumulate, int cols) {
+static inline void panel_kernel(const float* a, size_t ars, size_t aks, const float* bp,
+                                size_t brs, int K, float* c, int ldc, bool accumulate, int cols) {
   v8 acc[Rows][V];
   for (int r = 0; r < Rows; ++r) {
     for (int v = 0; v < V; ++v) {
@@ -133,7 +141,7 @@ static inline void panel_kernel(const float* a, size_t ars, size_t aks, const fl
   }
   for (int k = 0; k < K; ++k) {
     v8 b[V];  // the panel row, held in registers
-    for (int v = 0; v < V; ++v) b[v] = reinterpret_cast<const v8*>(bp + size_t(k) * kPanel)[v];
+    for (int v = 0; v < V; ++v) b[v] = reinterpret_cast<const v8*>(bp + size_t(k) * brs)[v];
     for (int r = 0; r < Rows; ++r) {
       const float x = a[r * ars + k * aks];
       for (int v = 0; v < V; ++v) acc[r][v] += x * b[v];
@@ -151,42 +159,41 @@ static inline void panel_kernel(const float* a, size_t ars, size_t aks, const fl
 }
 
 template <int Rows>
-static inline void panel_rows(const float* a, size_t ars, size_t aks, const float* bp, int K,
-                              float* c, int ldc, bool accumulate, int cols) {
-  if (cols > 8) panel_kernel<Rows, 2>(a, ars, aks, bp, K, c, ldc, accumulate, cols);
-  else panel_kernel<Rows, 1>(a, ars, aks, bp, K, c, ldc, accumulate, cols);
+static inline void panel_rows(const float* a, size_t ars, size_t aks, const float* bp, size_t brs,
+                              int K, float* c, int ldc, bool accumulate, int cols) {
+  if (cols > 8) panel_kernel<Rows, 2>(a, ars, aks, bp, brs, K, c, ldc, accumulate, cols);
+  else panel_kernel<Rows, 1>(a, ars, aks, bp, brs, K, c, ldc, accumulate, cols);
 }
 
-// C (n,N) = A (n,K) @ B, or C += A @ B, with B packed by pack_panels and A[r][k] at
-// a[r * ars + k * aks] (ars = K, aks = 1 for a row-major A; ars = 1, aks = n for A^T).
+// C (n,N) = A (n,K) @ B (K,N), or C += A @ B, with A[r][k] at a[r * ars + k * aks]
+// (ars = K, aks = 1 for a row-major A; ars = 1, aks = n for A^T) and B as PanelB.
 // K is taken in blocks of kKBlock so that a panel block (kKBlock,16) stays in L1.
 constexpr int kKBlock = 128;
-constexpr int kDrecSteps = 4;  // time steps per drecurrent product
 
-static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, const float* bp,
-                        int N, float* c, bool accumulate, int ldk = 0) {
+static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, PanelB B, int N,
+                        float* c, bool accumulate) {
   const int panels = (N + kPanel - 1) / kPanel;
-  if (ldk <= 0) ldk = K;
   for (int k0 = 0; k0 < K; k0 += kKBlock) {
     const int kb = std::min(kKBlock, K - k0);
     const bool acc = accumulate || k0 > 0;
     const float* ak = a + k0 * aks;
     for (int p = 0; p < panels; ++p) {
-      const float* panel = bp + (size_t(p) * ldk + k0) * kPanel;
+      const float* panel = B.b + p * B.panel_stride + k0 * B.row_stride;
+      const size_t brs = B.row_stride;
       const int cols = std::min(kPanel, N - p * kPanel);
       float* cp = c + p * kPanel;
       int r = 0;
       for (; r + kRows <= n; r += kRows) {
-        panel_rows<kRows>(ak + r * ars, ars, aks, panel, kb, cp + size_t(r) * N, N, acc, cols);
+        panel_rows<kRows>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * N, N, acc, cols);
       }
       const float* ar = ak + r * ars;
       float* cr = cp + size_t(r) * N;
       switch (n - r) {  // the last rows
-        case 5: panel_rows<5>(ar, ars, aks, panel, kb, cr, N, acc, cols); break;
-        case 4: panel_rows<4>(ar, ars, aks, panel, kb, cr, N, acc, cols); break;
-        case 3: panel_rows<3>(ar, ars, aks, panel, kb, cr, N, acc, cols); break;
-        case 2: panel_rows<2>(ar, ars, aks, panel, kb, cr, N, acc, cols); break;
-        case 1: panel_rows<1>(ar, ars, aks, panel, kb, cr, N, acc, cols); break;
+        case 5: panel_rows<5>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
+        case 4: panel_rows<4>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
+        case 3: panel_rows<3>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
+        case 2: panel_rows<2>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
+        case 1: panel_rows<1>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
         default: break;
       }
     }
@@ -228,20 +235,19 @@ static inline void cell_forward(float* z, const float* c_prev, float* c, float* 
   zf = zf.logistic();
   zg = zg.tanh();
   zo = zo.logistic();
-  VecMap cc(c, H), hh(h, H);
+  VecMap cc(c, H);
   cc = zf * ConstVecMap(c_prev, H) + zi * zg;
-  hh = zo * cc.tanh();
+  VecMap(h, H) = zo * cc.tanh();
 }
 
-// a (4H) activated gates; c_prev, c (H); dh (H) = dL/dh_t; dc (H) in: dL/dc_t from step t+1,
-// out: dL/dc_{t-1}; dz (4H) out: dL/dz_t. tc (H) scratch.
-static inline void cell_backward(const float* a, const float* c_prev, const float* c,
-                                 const float* dh, float* dc, float* dz, float* tc, int H) {
+// a (4H) activated gates; c_prev, tanh(c) (H); dh (H) = dL/dh_t; dc (H) in: dL/dc_t from
+// step t+1, out: dL/dc_{t-1}; dz (4H) out: dL/dz_t.
+static inline void cell_backward(const float* a, const float* c_prev, const float* tanh_c,
+                                 const float* dh, float* dc, float* dz, int H) {
   ConstVecMap ai(a, H), af(a + H, H), ag(a + 2 * H, H), ao(a + 3 * H, H);
-  ConstVecMap dH(dh, H), cp(c_prev, H);
-  VecMap dC(dc, H), t(tc, H);
+  ConstVecMap dH(dh, H), cp(c_prev, H), t(tanh_c, H);
+  VecMap dC(dc, H);
   VecMap dzi(dz, H), dzf(dz + H, H), dzg(dz + 2 * H, H), dzo(dz + 3 * H, H);
-  t = ConstVecMap(c, H).tanh();
   dzo = dH * t * ao * (1.f - ao);             // h = o * tanh(c)
   dC += dH * ao * (1.f - t.square());
   dzi = dC * ag * ai * (1.f - ai);            // c = f * c_prev + i * g
@@ -254,20 +260,27 @@ static inline void cell_backward(const float* a, const float* c_prev, const floa
 // Forward through time
 
 void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
-                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq) {
+                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
+                  bool training) {
   const int H4 = 4 * H;
-  const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
   const int nchunks = batch_chunks(B);
+  const int nslots = B + nchunks;
+  const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
 
-  ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0;
+  ws.has_forward = false;
+  ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
   ws.token_input = ids != nullptr;
   ws.pad_row = ids ? pad_row : -1;
-  if (ids) {
-    ws.ids.assign(ids, ids + size_t(B) * T);
-  }
-  grow(ws.slot_of_row, B), grow(ws.row_of_slot, B), grow(ws.start, B);
-  grow(ws.gates, size_t(T) * BH4);
-  grow(ws.hs, size_t(T + 1) * BH), grow(ws.cs, size_t(T + 1) * BH);
+  if (ids && training) ws.ids.assign(ids, ids + size_t(B) * T);
+  grow(ws.row_of_slot, nslots), grow(ws.start, nslots);
+  // Training keeps gates and c of every step for backward; inference only the last ones.
+  // h is never kept: backward recomputes h_{t-1} = o_{t-1} * tanh(c_{t-1}) (less memory
+  // traffic, and the tanh is needed there anyway).
+  auto gate_block = [&](int t) { return training ? t : 0; };
+  auto c_block = [&](int t) { return training ? t : t % 2; };
+  grow(ws.gates, size_t(training ? T : 1) * SH4);
+  grow(ws.cs, size_t(training ? T + 1 : 2) * SH);
+  grow(ws.hs, 2 * SH);
 
   // Start step of each row: the length of its leading run of padding (T: all padding).
   std::vector<int> row_start(B, 0);
@@ -279,237 +292,233 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
       row_start[b] = s;
     }
   }
-  ws.S = B ? *std::max_element(row_start.begin(), row_start.end()) : 0;
 
-  // Slots: rows sorted by start, dealt round-robin to chunks, so each chunk is a
-  // contiguous slot range whose active rows at step t are a prefix and work is balanced.
+  // Slots: rows sorted by start, dealt to chunks back and forth (0 1 1 0 0 1 ...: balanced
+  // work); each chunk's slot range is its trajectory slot, then its rows in start order.
   std::vector<int> order(B);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](int a, int b) { return row_start[a] < row_start[b]; });
+  std::vector<std::vector<int>> chunk_rows(nchunks);
+  for (int k = 0; k < B; ++k) {
+    const int i = k % nchunks, j = (k / nchunks) % 2 ? nchunks - 1 - i : i;
+    chunk_rows[j].push_back(order[k]);
+  }
   ws.chunk_lo.assign(nchunks + 1, 0);
+  ws.traj_end.assign(nchunks, 0);
+  ws.max_chunk = 0;
   {
     int slot = 0;
     for (int j = 0; j < nchunks; ++j) {
       ws.chunk_lo[j] = slot;
-      for (int k = j; k < B; k += nchunks) {
-        ws.row_of_slot[slot] = order[k];
-        ws.slot_of_row[order[k]] = slot;
-        ws.start[slot] = row_start[order[k]];
+      ws.row_of_slot[slot] = -1;
+      ws.start[slot] = 0;
+      ++slot;
+      for (int b : chunk_rows[j]) {
+        ws.row_of_slot[slot] = b;
+        ws.start[slot] = row_start[b];
+        ws.traj_end[j] = row_start[b];  // sorted: the last is the largest
         ++slot;
       }
+      ws.max_chunk = std::max(ws.max_chunk, slot - ws.chunk_lo[j]);
     }
     ws.chunk_lo[nchunks] = slot;
   }
 
-  // The shared padding trajectory: one row fed pad_row for S steps from the zero state.
-  const int S = ws.S;
   grow(ws.rec_packed, panel_floats(H, H4));
   pack_panels(recurrent, H, H4, false, ws.rec_packed.data());
-  grow(ws.traj_gates, size_t(S) * H4);
-  grow(ws.traj_h, size_t(S + 1) * H), grow(ws.traj_c, size_t(S + 1) * H);
-  std::fill_n(ws.traj_h.begin(), H, 0.f);
-  std::fill_n(ws.traj_c.begin(), H, 0.f);
-  for (int t = 0; t < S; ++t) {
-    float* z = &ws.traj_gates[size_t(t) * H4];
-    std::memcpy(z, table + size_t(pad_row) * H4, H4 * sizeof(float));
-    gemm_packed(&ws.traj_h[size_t(t) * H], H, 1, 1, H, ws.rec_packed.data(), H4, z, true);
-    cell_forward(z, &ws.traj_c[size_t(t) * H], &ws.traj_c[size_t(t + 1) * H],
-                 &ws.traj_h[size_t(t + 1) * H], H);
-  }
-
+  const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* gates = ws.gates.data();
-  float* hs = ws.hs.data();
+  float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
   float* cs = ws.cs.data();
-  std::fill_n(hs, BH, 0.f);  // zero initial state
-  std::fill_n(cs, BH, 0.f);
+  std::fill_n(cs, SH, 0.f);  // zero initial state (h_{-1} is never read: step 0 has no product)
 
-  // A thread owns a chunk of slots [lo,hi) for all time steps: no barrier per step.
+  // A thread owns a chunk for all time steps: no barrier per step.
 #pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
   for (int j = 0; j < nchunks; ++j) {
-    const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
-    int active = lo;  // slots [lo,active) are past their leading padding at step t
+    const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
+    int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
     for (int t = 0; t < T; ++t) {
-      float* hprev = hs + size_t(t) * BH;
-      float* cprev = cs + size_t(t) * BH;
+      float* hprev = hs + size_t(t % 2) * SH;
+      float* hnext = hs + size_t((t + 1) % 2) * SH;
+      float* cprev = cs + size_t(c_block(t)) * SH;
+      float* cnext = cs + size_t(c_block(t + 1)) * SH;
       const int first_new = active;
       while (active < hi && ws.start[active] <= t) ++active;
-      // Rows starting now continue from the shared trajectory's state h_{t-1}, c_{t-1}.
-      for (int s = first_new; s < active; ++s) {
-        std::memcpy(hprev + size_t(s) * H, &ws.traj_h[size_t(t) * H], H * sizeof(float));
-        std::memcpy(cprev + size_t(s) * H, &ws.traj_c[size_t(t) * H], H * sizeof(float));
+      // Rows starting now continue from the trajectory's state h_{t-1}, c_{t-1}.
+      for (int s = first_new; t > 0 && s < active; ++s) {
+        std::memcpy(hprev + size_t(s) * H, hprev + size_t(traj) * H, H * sizeof(float));
+        std::memcpy(cprev + size_t(s) * H, cprev + size_t(traj) * H, H * sizeof(float));
       }
-      const int n = active - lo;
-      if (n == 0) continue;
-      float* z = gates + size_t(t) * BH4 + size_t(lo) * H4;  // (n,4H)
-      for (int s = lo; s < active; ++s) {
-        const int b = ws.row_of_slot[s];
-        const size_t row = ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t;
-        std::memcpy(z + size_t(s - lo) * H4, table + row * H4, H4 * sizeof(float));
+      const int w0 = t < S ? traj : traj + 1;  // the trajectory runs while rows wait for it
+      const int n = active - w0;
+      if (n > 0) {
+        float* z = gates + size_t(gate_block(t)) * SH4 + size_t(w0) * H4;  // (n,4H)
+        for (int s = w0; s < active; ++s) {
+          const int b = ws.row_of_slot[s];
+          const size_t row = b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t;
+          std::memcpy(z + size_t(s - w0) * H4, table + row * H4, H4 * sizeof(float));
+        }
+        if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, H4, z, true);  // h_{-1} = 0
+        for (int s = w0; s < active; ++s) {
+          cell_forward(z + size_t(s - w0) * H4, cprev + size_t(s) * H, cnext + size_t(s) * H,
+                       hnext + size_t(s) * H, H);
+        }
       }
-      gemm_packed(hprev + size_t(lo) * H, H, 1, n, H, ws.rec_packed.data(), H4, z, true);
-      float* cnext = cs + size_t(t + 1) * BH;
-      float* hnext = hs + size_t(t + 1) * BH;
-      for (int s = lo; s < active; ++s) {
-        cell_forward(z + size_t(s - lo) * H4, cprev + size_t(s) * H, cnext + size_t(s) * H,
-                     hnext + size_t(s) * H, H);
-      }
-    }
-  }
-
-  // Outputs in row order; all-padding positions take the shared trajectory's state.
-  for (int b = 0; b < B; ++b) {
-    const int slot = ws.slot_of_row[b], s0 = ws.start[slot];
-    const float* src = s0 < T ? hs + size_t(T) * BH + size_t(slot) * H
-                              : &ws.traj_h[size_t(T) * H];
-    std::memcpy(h_last + size_t(b) * H, src, H * sizeof(float));
-    if (h_seq) {
-      for (int t = 0; t < T; ++t) {
-        const float* st = t >= s0 ? hs + size_t(t + 1) * BH + size_t(slot) * H
-                                  : &ws.traj_h[size_t(t + 1) * H];
-        std::memcpy(h_seq + (size_t(b) * T + t) * H, st, H * sizeof(float));
+      // Outputs; a position still in the leading padding takes the trajectory's state.
+      for (int s = traj + 1; h_seq && s < hi; ++s) {
+        const float* h = hnext + size_t(s < active ? s : traj) * H;
+        std::memcpy(h_seq + (size_t(ws.row_of_slot[s]) * T + t) * H, h, H * sizeof(float));
       }
     }
+    const float* hT = hs + size_t(T % 2) * SH;
+    for (int s = traj + 1; s < hi; ++s) {
+      const float* h = hT + size_t(ws.start[s] < T ? s : traj) * H;
+      std::memcpy(h_last + size_t(ws.row_of_slot[s]) * H, h, H * sizeof(float));
+    }
   }
-  ws.has_forward = true;
+  ws.has_forward = training;
 }
 
 // ---------------------------------------------------------------------------------------
 // Backward through time
 
+constexpr int kGroupSteps = 4;  // time steps per drecurrent product and dtable scatter
+
 void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                    const float* dh_seq, float* dtable, float* drecurrent) {
-  const int B = ws.B, T = ws.T, H = ws.H, U = ws.U, S = ws.S, H4 = 4 * H;
-  const size_t BH = size_t(B) * H, BH4 = size_t(B) * H4;
+  const int T = ws.T, H = ws.H, U = ws.U, H4 = 4 * H, nslots = ws.nslots;
+  const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
   const int nth = get_num_threads();
-  MatMap dR(drecurrent, H, H4);
-  MatMap dTable(dtable, U, H4);
+  const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
 
   grow(ws.rect_packed, panel_floats(H4, H));
   pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T (4H,H)
-  // drecurrent is accumulated over groups of kDrecSteps steps: (rows, h_{t-1}) and (rows, dz_t)
-  // gathered per chunk so one product covers a long k.
-  const int nchunk_rows = nchunks ? ws.chunk_lo[1] - ws.chunk_lo[0] : 0;  // the largest chunk
-  const int kcap = kDrecSteps * nchunk_rows;
-  grow(ws.dz_packed, size_t(nchunks) * panel_floats(kcap, H4));
-  grow(ws.h_group, size_t(nchunks) * kcap * H);
+  const PanelB rect = packed_b(ws.rect_packed.data(), H4);
+  // Per chunk, a group of up to kGroupSteps steps: dz rows (row stride ldz, so drecurrent
+  // reads them in place), the h_{t-1} rows and the table rows they belong to.
+  const int ldz = round_up(H4, kPanel);
+  const int cap = kGroupSteps * ws.max_chunk;
+  grow(ws.dz_group, size_t(nchunks) * cap * ldz);
+  grow(ws.h_group, size_t(nchunks) * cap * H);
+  grow(ws.row_group, size_t(nchunks) * cap);
   grow(ws.drec_chunk, size_t(nchunks) * H * H4);
-  grow(ws.dgates, size_t(T) * BH4);
-  grow(ws.dh, BH), grow(ws.dc, BH), grow(ws.dh0, BH), grow(ws.dc0, BH);
-  float* dgates = ws.dgates.data();
+  if (private_dtable) grow(ws.dtable_chunk, size_t(nchunks - 1) * U * H4);
+  grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH);
   const float* gates = ws.gates.data();
-  const float* hs = ws.hs.data();
   const float* cs = ws.cs.data();
+  float* dH = ws.dh.data();
+  float* dC = ws.dc.data();
 
-  for (int b = 0; b < B; ++b) {
-    const int slot = ws.slot_of_row[b];
-    std::memcpy(&ws.dh[size_t(slot) * H], dh_last + size_t(b) * H, H * sizeof(float));
+  // Initial state gradients: dh_last for each row; an all-padding row's goes to its
+  // chunk's trajectory (its output was the trajectory's h_T).
+  std::fill_n(dH, SH, 0.f);
+  std::fill_n(dC, SH, 0.f);
+  for (int j = 0; j < nchunks; ++j) {
+    const int traj = ws.chunk_lo[j];
+    for (int s = traj + 1; s < ws.chunk_lo[j + 1]; ++s) {
+      const float* g = dh_last + size_t(ws.row_of_slot[s]) * H;
+      float* dst = dH + size_t(ws.start[s] < T ? s : traj) * H;
+      VecMap(dst, H) += ConstVecMap(g, H);
+    }
   }
-  std::fill_n(ws.dc.begin(), BH, 0.f);
-  std::fill_n(ws.dh0.begin(), BH, 0.f);
-  std::fill_n(ws.dc0.begin(), BH, 0.f);
+  std::fill_n(dtable, size_t(U) * H4, 0.f);
 
 #pragma omp parallel for schedule(static, 1) num_threads(nth)
   for (int j = 0; j < nchunks; ++j) {
-    const int lo = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1];
-    FloatBuf tanh_c(H);  // scratch, allocated once per chunk
+    const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
     float* drec = ws.drec_chunk.data() + size_t(j) * H * H4;
+    float* dzg = ws.dz_group.data() + size_t(j) * cap * ldz;
+    float* hg = ws.h_group.data() + size_t(j) * cap * H;
+    int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
+    float* dtab = dtable;
+    if (private_dtable && j > 0) {
+      dtab = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
+      std::fill_n(dtab, size_t(U) * H4, 0.f);
+    }
     std::fill_n(drec, size_t(H) * H4, 0.f);
-    float* dzp = ws.dz_packed.data() + size_t(j) * panel_floats(kcap, H4);
-    float* hgroup = ws.h_group.data() + size_t(j) * kcap * H;
-    int kk = 0;  // rows gathered in the current group
-    int active = hi;
-    while (active > lo && ws.start[active - 1] >= T) --active;
+    int kk = 0;  // rows in the current group
+    // drecurrent += h_{t-1}^T @ dz_t and dtable[row] += dz_t over the group's rows
+    auto flush = [&] {
+      gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), H4, drec, true);
+      for (int r = 0; r < kk; ++r) {
+        VecMap(dtab + size_t(rowg[r]) * H4, H4) += ConstVecMap(dzg + size_t(r) * ldz, H4);
+      }
+      kk = 0;
+    };
+    // tanh(c_t) of slot s, computed at step t+1 (for h_t) and used again at step t.
+    float* tanh_c = ws.tanh_c.data();
+    std::vector<int> tanh_step(hi - traj, -1);  // which step's tanh(c) each slot holds
+    auto tanh_of = [&](int s, int t) {         // tanh(c_t) of slot s
+      float* tc = tanh_c + size_t(s) * H;
+      if (tanh_step[s - traj] != t) {
+        VecMap(tc, H) = ConstVecMap(cs + size_t(t + 1) * SH + size_t(s) * H, H).tanh();
+        tanh_step[s - traj] = t;
+      }
+      return tc;
+    };
+
+    int active = hi;  // row slots [traj+1, active) are past their leading padding at step t
     for (int t = T - 1; t >= 0; --t) {
-      while (active > lo && ws.start[active - 1] > t) --active;
-      float* dz = dgates + size_t(t) * BH4;
-      const int n = active - lo;
-      if (n == 0) continue;
-      for (int s = lo; s < active; ++s) {
-        float* dh = &ws.dh[size_t(s) * H];
-        if (dh_seq) {
+      while (active > traj + 1 && ws.start[active - 1] > t) --active;
+      const int w0 = t < S ? traj : traj + 1;
+      const int n = active - w0;
+      if (dh_seq) {
+        for (int s = traj + 1; s < hi; ++s) {  // a padding position's output is the trajectory's
           const int b = ws.row_of_slot[s];
-          VecMap(dh, H) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H, H);
+          float* dst = dH + size_t(s < active ? s : traj) * H;
+          VecMap(dst, H) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H, H);
         }
-        cell_backward(gates + size_t(t) * BH4 + size_t(s) * H4, cs + size_t(t) * BH + size_t(s) * H,
-                      cs + size_t(t + 1) * BH + size_t(s) * H, dh, &ws.dc[size_t(s) * H],
-                      dz + size_t(s) * H4, tanh_c.data(), H);
       }
-      // dL/dh_{t-1} = dz_t @ recurrent^T       (from z_t = ... + h_{t-1} @ recurrent)
-      gemm_packed(dz + size_t(lo) * H4, H4, 1, n, H4, ws.rect_packed.data(), H,
-                  &ws.dh[size_t(lo) * H], false);
-      // drecurrent += h_{t-1}^T @ dz_t over this chunk's active rows (same z_t line)
-      if (kk + n > kcap) {
-        gemm_packed(hgroup, 1, H, H, kk, dzp, H4, drec, true, kcap);
-        kk = 0;
+      if (n == 0) continue;
+      if (kk + n > cap) flush();
+      float* dz = dzg + size_t(kk) * ldz;  // (n,4H), row stride ldz
+      for (int s = w0; s < active; ++s) {
+        const int b = ws.row_of_slot[s];
+        cell_backward(gates + size_t(t) * SH4 + size_t(s) * H4, cs + size_t(t) * SH + size_t(s) * H,
+                      tanh_of(s, t), dH + size_t(s) * H, dC + size_t(s) * H,
+                      dz + size_t(s - w0) * ldz, H);
+        rowg[kk + s - w0] = b < 0 ? ws.pad_row : ws.token_input ? ws.ids[size_t(b) * T + t] : b * T + t;
+        // h_{t-1} = o_{t-1} * tanh(c_{t-1}); a row starting now took the trajectory's
+        float* h = hg + size_t(kk + s - w0) * H;
+        if (t == 0) {
+          std::fill_n(h, H, 0.f);
+        } else {
+          const int src = s > traj && ws.start[s] == t ? traj : s;
+          const float* o = gates + size_t(t - 1) * SH4 + size_t(src) * H4 + 3 * H;
+          VecMap(h, H) = ConstVecMap(o, H) * ConstVecMap(tanh_of(src, t - 1), H);
+        }
       }
-      std::memcpy(hgroup + size_t(kk) * H, hs + size_t(t) * BH + size_t(lo) * H, size_t(n) * H * sizeof(float));
-      pack_panels(dz + size_t(lo) * H4, n, H4, false, dzp, kcap, kk);
       kk += n;
-      // Rows that started at t > 0 hand their state gradient to the shared trajectory.
-      for (int s = active - 1; t > 0 && s >= lo && ws.start[s] == t; --s) {
-        std::memcpy(&ws.dh0[size_t(s) * H], &ws.dh[size_t(s) * H], H * sizeof(float));
-        std::memcpy(&ws.dc0[size_t(s) * H], &ws.dc[size_t(s) * H], H * sizeof(float));
+      if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
+      // dL/dh_{t-1} = dz_t @ recurrent^T       (from z_t = ... + h_{t-1} @ recurrent)
+      gemm_packed(dz, ldz, 1, n, H4, rect, H, dH + size_t(w0) * H, false);
+      // Rows that started at t took the trajectory's state h_{t-1}, c_{t-1}: add their
+      // gradients to the trajectory's (its own, if it ran at t, came from the product above).
+      for (int s = active - 1; s > traj && ws.start[s] == t; --s) {
+        VecMap(dH + size_t(traj) * H, H) += ConstVecMap(dH + size_t(s) * H, H);
+        VecMap(dC + size_t(traj) * H, H) += ConstVecMap(dC + size_t(s) * H, H);
       }
     }
-    if (kk > 0) gemm_packed(hgroup, 1, H, H, kk, dzp, H4, drec, true, kcap);
+    if (kk > 0) flush();
   }
 
-  // drecurrent: the chunks' partial sums, added in chunk order
+  // drecurrent and dtable: the chunks' partial sums, added in chunk order.
+  MatMap dR(drecurrent, H, H4);
   dR.setZero();
   for (int j = 0; j < nchunks; ++j) dR += ConstMatMap(&ws.drec_chunk[size_t(j) * H * H4], H, H4);
-
-  // dtable: scatter-add dz of every active position into its table row. Threads own
-  // column ranges, so there is no write conflict and the sum order is fixed.
-  dTable.setZero();
-#pragma omp parallel num_threads(nth)
-  {
-    const int j = omp_get_thread_num(), nj = omp_get_num_threads();
-    const int c0 = int(int64_t(H4) * j / nj), c1 = int(int64_t(H4) * (j + 1) / nj);
-    for (int b = 0; b < B; ++b) {
-      const int slot = ws.slot_of_row[b];
-      for (int t = ws.start[slot]; t < T; ++t) {
-        const size_t row = ws.token_input ? size_t(ws.ids[size_t(b) * T + t]) : size_t(b) * T + t;
-        float* dst = dtable + row * H4;
-        const float* src = dgates + size_t(t) * BH4 + size_t(slot) * H4;
-        for (int c = c0; c < c1; ++c) dst[c] += src[c];
+  if (private_dtable) {
+    constexpr int kBlocks = 16;
+#pragma omp parallel for schedule(static) num_threads(nth)
+    for (int p = 0; p < kBlocks; ++p) {
+      const size_t r0 = size_t(U) * p / kBlocks, r1 = size_t(U) * (p + 1) / kBlocks;
+      for (int j = 1; j < nchunks; ++j) {
+        const float* part = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
+        VecMap(dtable + r0 * H4, (r1 - r0) * H4) += ConstVecMap(part + r0 * H4, (r1 - r0) * H4);
       }
     }
-  }
-
-  // Backward through the shared padding trajectory. Gradient reaches its state at step
-  // t-1 from every row starting at t, from all-padding rows, and from h_seq positions.
-  if (S > 0) {
-    RowMat dtraj_h = RowMat::Zero(S, H), dtraj_c = RowMat::Zero(S, H);
-    for (int b = 0; b < B; ++b) {
-      const int slot = ws.slot_of_row[b], s0 = ws.start[slot];
-      if (s0 > 0 && s0 < T) {
-        dtraj_h.row(s0 - 1) += Eigen::Map<const Eigen::RowVectorXf>(&ws.dh0[size_t(slot) * H], H);
-        dtraj_c.row(s0 - 1) += Eigen::Map<const Eigen::RowVectorXf>(&ws.dc0[size_t(slot) * H], H);
-      } else if (s0 == T) {
-        dtraj_h.row(T - 1) += Eigen::Map<const Eigen::RowVectorXf>(dh_last + size_t(b) * H, H);
-      }
-      if (dh_seq) {
-        for (int t = 0; t < s0; ++t) {
-          dtraj_h.row(t) += Eigen::Map<const Eigen::RowVectorXf>(dh_seq + (size_t(b) * T + t) * H, H);
-        }
-      }
-    }
-    RowMat dz_traj(S, H4);
-    Eigen::RowVectorXf dh = Eigen::RowVectorXf::Zero(H), dc = Eigen::RowVectorXf::Zero(H);
-    FloatBuf tanh_c(H);
-    for (int t = S - 1; t >= 0; --t) {
-      dh += dtraj_h.row(t);
-      dc += dtraj_c.row(t);
-      cell_backward(&ws.traj_gates[size_t(t) * H4], &ws.traj_c[size_t(t) * H],
-                    &ws.traj_c[size_t(t + 1) * H], dh.data(), dc.data(), dz_traj.row(t).data(),
-                    tanh_c.data(), H);
-      gemm_packed(dz_traj.row(t).data(), H4, 1, 1, H4, ws.rect_packed.data(), H, dh.data(), false);
-    }
-    dR.noalias() += ConstMatMap(ws.traj_h.data(), S, H).transpose() * dz_traj;
-    add_rows(dz_traj.data(), S, H4, dtable + size_t(ws.pad_row) * H4);
   }
 }
 
@@ -518,11 +527,12 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 
 void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
                         const float* recurrent, const float* bias, int B, int T, int E, int H,
-                        float* h_last, float* h_seq) {
+                        float* h_last, float* h_seq, bool training) {
   const size_t N = size_t(B) * T;
   grow(ws.table, N * 4 * H);
   affine(x, kernel, bias, int(N), E, 4 * H, ws.table.data());
-  lstm_forward(ws, ws.table.data(), int(N), nullptr, -1, recurrent, B, T, H, h_last, h_seq);
+  lstm_forward(ws, ws.table.data(), int(N), nullptr, -1, recurrent, B, T, H, h_last, h_seq,
+               training);
   ws.E = E;
 }
 

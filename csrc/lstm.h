@@ -10,7 +10,8 @@
 //   - dense input:  table = x @ kernel + bias for every (b,t), row index b*T + t;
 //   - token input:  table = embeddings[unique tokens] @ kernel + bias, row index from ids (B,T).
 // With token input, leading padding is skipped exactly: every row starts with a run of
-// `pad_row` from the zero state, which follows one shared trajectory, computed once.
+// `pad_row` from the zero state, which follows one shared trajectory; each row starts at
+// its first real token from the trajectory's state (and sends its gradient back through it).
 #pragma once
 
 #include <Eigen/Core>
@@ -29,9 +30,11 @@ void set_num_threads(int n);
 int get_num_threads();
 
 // Everything the forward pass keeps for backward, reused between calls (grown, never
-// shrunk). Time-major: block t holds all B rows ("slots") of step t. Rows are permuted into
-// slots so each chunk (a thread's unit of work) is a contiguous slot range, sorted by start
-// step, and the rows active at step t are a prefix of that range.
+// shrunk). Time-major: block t holds all slots of step t. The batch is split into chunks (a
+// thread's unit of work); each chunk is a contiguous slot range: first its own copy of the
+// padding trajectory (one row fed pad_row from the zero state, active for the first
+// traj_end steps), then its rows sorted by start step, so the rows active at step t are a
+// contiguous range. With a private trajectory per chunk, threads never wait for each other.
 // Aligned buffers: Eigen's vectorised loops peel at alignment boundaries, so a fixed
 // alignment keeps results bitwise repeatable from run to run.
 using FloatBuf = std::vector<float, Eigen::aligned_allocator<float>>;
@@ -40,29 +43,28 @@ struct Workspace {
   std::mutex busy;                 // one forward/backward at a time per workspace
   int B = 0, T = 0, H = 0, U = 0;  // shapes of the last forward
   int E = 0;                       // input width (dense input only)
+  int nslots = 0;                  // B rows + one trajectory slot per chunk
   bool has_forward = false;
   bool token_input = false;
   int pad_row = -1;
   std::vector<int32_t> ids;        // (B,T) copy of the token ids of the last forward
-  std::vector<int> slot_of_row;    // (B)
-  std::vector<int> row_of_slot;    // (B)
-  std::vector<int> start;          // (B) per slot: first step that is not leading padding
-  std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk of rows
-  int S = 0;                       // shared padding trajectory length = max start
-  FloatBuf gates;        // (T,B,4H) activated gates i,f,g,o
-  FloatBuf hs;           // (T+1,B,H) block t = h_{t-1}; block 0 = zero state
-  FloatBuf cs;           // (T+1,B,H) same for c
-  FloatBuf dgates;       // (T,B,4H) dL/dz
-  FloatBuf dh, dc;       // (B,H) running gradients wrt the state
-  FloatBuf dh0, dc0;     // (B,H) gradient wrt a row's initial (trajectory) state
-  FloatBuf traj_gates;   // (S,4H) shared padding trajectory
-  FloatBuf traj_h;       // (S+1,H) row t = h_{t-1}
-  FloatBuf traj_c;       // (S+1,H)
-  FloatBuf rec_packed;             // recurrent (H,4H) in column panels, for h @ recurrent
-  FloatBuf rect_packed;            // recurrent^T (4H,H) in column panels, for dz @ recurrent^T
-  FloatBuf dz_packed;              // per chunk: a few steps' dz rows in column panels
-  FloatBuf h_group;                // per chunk: the matching h_{t-1} rows
-  FloatBuf drec_chunk;             // (nchunks,H,4H) per-chunk drecurrent partial sums
+  std::vector<int> row_of_slot;    // (nslots) batch row, -1 for a trajectory slot
+  std::vector<int> start;          // (nslots) per row slot: first step that is not leading padding
+  std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk; chunk_lo[j] = its trajectory
+  std::vector<int> traj_end;       // (nchunks) steps its trajectory runs: its rows' largest start
+  int max_chunk = 0;               // slots in the largest chunk
+  FloatBuf gates;        // (T,nslots,4H) activated gates i,f,g,o (inference: one block)
+  FloatBuf cs;           // (T+1,nslots,H) block t = c_{t-1}; block 0 = zero state (inference: 2)
+  FloatBuf hs;           // (2,nslots,H) block t % 2 = h_{t-1} (h is recomputed in backward)
+  FloatBuf dh, dc;       // (nslots,H) running gradients wrt the state
+  FloatBuf tanh_c;       // (nslots,H) backward: tanh(c) of a step, computed once, used twice
+  FloatBuf rec_packed;   // recurrent (H,4H) in column panels, for h @ recurrent
+  FloatBuf rect_packed;  // recurrent^T (4H,H) in column panels, for dz @ recurrent^T
+  FloatBuf dz_group;     // per chunk: dL/dz rows of a few steps, row stride padded to 16
+  FloatBuf h_group;      // per chunk: the matching h_{t-1} rows
+  std::vector<int32_t> row_group;  // per chunk: the matching table rows
+  FloatBuf drec_chunk;   // (nchunks,H,4H) per-chunk drecurrent partial sums
+  FloatBuf dtable_chunk; // (nchunks-1,U,4H) token input: chunks 1.. scatter into their own
   FloatBuf table;        // (B*T,4H) dense input only: x @ kernel + bias
   FloatBuf dtable;       // (B*T,4H) dense input only: its gradient
 };
@@ -82,11 +84,13 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
 //   table (U,4H): projected inputs; ids (B,T) rows of table, or null for dense input
 //   (row b*T+t, U == B*T); pad_row: the table row of the padding token, or -1 for none.
 //   recurrent (H,4H). h_last (B,H) out; h_seq (B,T,H) out, may be null.
-// Keeps in ws what backward needs.
+// With training, keeps in ws what backward needs; without, keeps only the current step.
 void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
-                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq);
+                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
+                  bool training);
 
-// Backward through time of the last lstm_forward on ws (pass the same recurrent).
+// Backward through time of the last lstm_forward on ws, a training one (pass the same
+// recurrent).
 //   dh_last (B,H); dh_seq (B,T,H) or null.
 //   dtable (U,4H) out (overwritten); drecurrent (H,4H) out (overwritten).
 void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
@@ -96,7 +100,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 //   kernel (E,4H), recurrent (H,4H), bias (4H); h_last (B,H) out; h_seq (B,T,H) out or null.
 void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
                         const float* recurrent, const float* bias, int B, int T, int E, int H,
-                        float* h_last, float* h_seq);
+                        float* h_last, float* h_seq, bool training);
 
 // Its backward (pass the same x, kernel, recurrent): dx (B,T,E), dkernel (E,4H),
 // drecurrent (H,4H), dbias (4H) out.

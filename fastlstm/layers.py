@@ -228,7 +228,7 @@ class LSTM(Layer):
         x = np.ascontiguousarray(x, dtype=np.float32)
         ws = self._workspace_for(training)
         out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,
-                                 self.return_sequences, ws)
+                                 self.return_sequences, ws, training)
         if training:
             self._mode, self._x = "dense", x
         return self._out(out)
@@ -249,7 +249,7 @@ class LSTM(Layer):
         pad_row = int(remap[0]) if present[0] else -1
         ws = self._workspace_for(training)
         out = _core.lstm_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
-                                        self.return_sequences, ws)
+                                        self.return_sequences, ws, training)
         if training:
             self._mode, self._used, self._emb_used = "tokens", used, emb_used
             self._embedding = embedding

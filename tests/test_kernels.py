@@ -102,6 +102,26 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
         assert rel_err(demb, demb_want) <= 1e-5
 
 
+def test_inference_forward_equals_training_forward(rng):
+    """training=False keeps only the current step (no gates for backward): same outputs."""
+    B, T, E, H, V = 9, 13, 5, 6, 5
+    emb = rng.normal(size=(V, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    ids = token_batch(rng, B, T, V)
+    table = _core.affine(emb, K, b)
+    for forward, args in ((_core.lstm_forward_tokens, (ids, table, R, 0)), (_core.lstm_forward, (emb[ids], K, R, b))):
+        ws = _core.Workspace()
+        train = forward(*args, return_sequences=True, workspace=ws, training=True)
+        infer = forward(*args, return_sequences=True, workspace=ws, training=False)
+        for a, want in zip(infer, train):
+            np.testing.assert_array_equal(a, want)
+        with pytest.raises(ValueError, match=r"training=True\) on the same workspace"):
+            if forward is _core.lstm_forward:
+                _core.lstm_backward(ws, emb[ids], K, R, np.zeros((B, H), np.float32))
+            else:
+                _core.lstm_backward_tokens(ws, R, np.zeros((B, H), np.float32))
+
+
 def test_token_path_without_padding_skip_is_the_same(rng):
     B, T, E, H, V = 6, 10, 5, 8, 4
     emb = rng.normal(size=(V, E)).astype(np.float32)
