@@ -226,34 +226,102 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
 }
 
 // ---------------------------------------------------------------------------------------
-// One LSTM cell, one row: the gate math on data still in cache.
+// One LSTM cell, one row: the gate math on data still in cache, in one pass over packets of
+// kP units (Eigen's packet math: its sigmoid and tanh, vectorised for this CPU). A row's
+// last, partial packet goes through zero-padded copies, so every unit is computed by the
+// same packet code, whatever the row's alignment (Eigen's own loops peel to scalar code).
+
+namespace ei = Eigen::internal;
+using Packet = ei::packet_traits<float>::type;
+constexpr int kP = ei::unpacket_traits<Packet>::size;
+
+static inline Packet sigmoid(const Packet& x) { return ei::scalar_logistic_op<float>().packetOp(x); }
+
+// Runs f(j) on the full packets of a row of H units (units j..j+kP-1), then f(-1) for a last
+// partial packet, which f reads from and writes to zero-padded scratch copies.
+template <class F>
+static inline void for_packets(int H, F&& f) {
+  int j = 0;
+  for (; j + kP <= H; j += kP) f(j);
+  if (j < H) f(-1);
+}
 
 // z (4H) in: pre-activations, out: activated gates i,f,g,o. c_prev (H) -> c (H), h (H).
 static inline void cell_forward(float* z, const float* c_prev, float* c, float* h, int H) {
-  VecMap zi(z, H), zf(z + H, H), zg(z + 2 * H, H), zo(z + 3 * H, H);
-  zi = zi.logistic();
-  zf = zf.logistic();
-  zg = zg.tanh();
-  zo = zo.logistic();
-  VecMap cc(c, H);
-  cc = zf * ConstVecMap(c_prev, H) + zi * zg;
-  VecMap(h, H) = zo * cc.tanh();
+  const int j_tail = H / kP * kP, tail = H - j_tail;
+  alignas(64) float tmp[7][kP] = {};  // the partial packet: 4 gates, c_prev, c, h
+  if (tail) {
+    for (int g = 0; g < 4; ++g) std::copy_n(z + g * H + j_tail, tail, tmp[g]);
+    std::copy_n(c_prev + j_tail, tail, tmp[4]);
+  }
+  for_packets(H, [&](int j) {
+    float *zi = j >= 0 ? z + j : tmp[0], *zf = j >= 0 ? z + H + j : tmp[1];
+    float *zg = j >= 0 ? z + 2 * H + j : tmp[2], *zo = j >= 0 ? z + 3 * H + j : tmp[3];
+    const float* cp = j >= 0 ? c_prev + j : tmp[4];
+    float *cc = j >= 0 ? c + j : tmp[5], *hh = j >= 0 ? h + j : tmp[6];
+    const Packet i = sigmoid(ei::ploadu<Packet>(zi)), f = sigmoid(ei::ploadu<Packet>(zf));
+    const Packet g = ei::ptanh(ei::ploadu<Packet>(zg)), o = sigmoid(ei::ploadu<Packet>(zo));
+    const Packet cn = ei::padd(ei::pmul(f, ei::ploadu<Packet>(cp)), ei::pmul(i, g));
+    ei::pstoreu(zi, i), ei::pstoreu(zf, f), ei::pstoreu(zg, g), ei::pstoreu(zo, o);
+    ei::pstoreu(cc, cn);
+    ei::pstoreu(hh, ei::pmul(o, ei::ptanh(cn)));  // h = o * tanh(c), as h_of recomputes it
+  });
+  if (tail) {
+    for (int g = 0; g < 4; ++g) std::copy_n(tmp[g], tail, z + g * H + j_tail);
+    std::copy_n(tmp[5], tail, c + j_tail);
+    std::copy_n(tmp[6], tail, h + j_tail);
+  }
+}
+
+// tanh_c (H) = tanh(c (H)), bitwise what cell_forward computed for h = o * tanh(c).
+static inline void tanh_row(const float* c, float* tanh_c, int H) {
+  const int j_tail = H / kP * kP, tail = H - j_tail;
+  alignas(64) float tmp[2][kP] = {};  // c, tanh_c
+  if (tail) std::copy_n(c + j_tail, tail, tmp[0]);
+  for_packets(H, [&](int j) {
+    ei::pstoreu(j >= 0 ? tanh_c + j : tmp[1], ei::ptanh(ei::ploadu<Packet>(j >= 0 ? c + j : tmp[0])));
+  });
+  if (tail) std::copy_n(tmp[1], tail, tanh_c + j_tail);
 }
 
 // a (4H) activated gates; c_prev, tanh(c) (H); dh (H) = dL/dh_t; dc (H) in: dL/dc_t from
 // step t+1, out: dL/dc_{t-1}; dz (4H) out: dL/dz_t.
 static inline void cell_backward(const float* a, const float* c_prev, const float* tanh_c,
                                  const float* dh, float* dc, float* dz, int H) {
-  ConstVecMap ai(a, H), af(a + H, H), ag(a + 2 * H, H), ao(a + 3 * H, H);
-  ConstVecMap dH(dh, H), cp(c_prev, H), t(tanh_c, H);
-  VecMap dC(dc, H);
-  VecMap dzi(dz, H), dzf(dz + H, H), dzg(dz + 2 * H, H), dzo(dz + 3 * H, H);
-  dzo = dH * t * ao * (1.f - ao);             // h = o * tanh(c)
-  dC += dH * ao * (1.f - t.square());
-  dzi = dC * ag * ai * (1.f - ai);            // c = f * c_prev + i * g
-  dzf = dC * cp * af * (1.f - af);
-  dzg = dC * ai * (1.f - ag.square());
-  dC *= af;
+  const int j_tail = H / kP * kP, tail = H - j_tail;
+  alignas(64) float tmp[8][kP] = {};   // 4 gates, c_prev, tanh_c, dh, dc
+  alignas(64) float tdzs[4][kP] = {};  // dz i,f,g,o
+  if (tail) {
+    for (int g = 0; g < 4; ++g) std::copy_n(a + g * H + j_tail, tail, tmp[g]);
+    std::copy_n(c_prev + j_tail, tail, tmp[4]);
+    std::copy_n(tanh_c + j_tail, tail, tmp[5]);
+    std::copy_n(dh + j_tail, tail, tmp[6]);
+    std::copy_n(dc + j_tail, tail, tmp[7]);
+  }
+  const Packet one = ei::pset1<Packet>(1.f);
+  for_packets(H, [&](int j) {
+    auto in = [&](const float* p, int g) { return ei::ploadu<Packet>(j >= 0 ? p + j : tmp[g]); };
+    const Packet i = in(a, 0), f = in(a + H, 1), g = in(a + 2 * H, 2), o = in(a + 3 * H, 3);
+    const Packet cp = in(c_prev, 4), t = in(tanh_c, 5), dH = in(dh, 6);
+    float* dcp = j >= 0 ? dc + j : tmp[7];
+    // h = o * tanh(c)
+    const Packet dzo = ei::pmul(ei::pmul(ei::pmul(dH, t), o), ei::psub(one, o));
+    const Packet dC = ei::padd(ei::ploadu<Packet>(dcp),
+                               ei::pmul(ei::pmul(dH, o), ei::psub(one, ei::pmul(t, t))));
+    // c = f * c_prev + i * g
+    const Packet dzi = ei::pmul(ei::pmul(ei::pmul(dC, g), i), ei::psub(one, i));
+    const Packet dzf = ei::pmul(ei::pmul(ei::pmul(dC, cp), f), ei::psub(one, f));
+    const Packet dzg = ei::pmul(ei::pmul(dC, i), ei::psub(one, ei::pmul(g, g)));
+    ei::pstoreu(dcp, ei::pmul(dC, f));
+    ei::pstoreu(j >= 0 ? dz + j : tdzs[0], dzi);
+    ei::pstoreu(j >= 0 ? dz + H + j : tdzs[1], dzf);
+    ei::pstoreu(j >= 0 ? dz + 2 * H + j : tdzs[2], dzg);
+    ei::pstoreu(j >= 0 ? dz + 3 * H + j : tdzs[3], dzo);
+  });
+  if (tail) {
+    std::copy_n(tmp[7], tail, dc + j_tail);
+    for (int g = 0; g < 4; ++g) std::copy_n(tdzs[g], tail, dz + g * H + j_tail);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,7 +522,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     auto tanh_of = [&](int s, int t) {         // tanh(c_t) of slot s
       float* tc = tanh_c + size_t(s) * H;
       if (tanh_step[s - traj] != t) {
-        VecMap(tc, H) = ConstVecMap(cs + size_t(t + 1) * SH + size_t(s) * H, H).tanh();
+        tanh_row(cs + size_t(t + 1) * SH + size_t(s) * H, tc, H);
         tanh_step[s - traj] = t;
       }
       return tc;
