@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "adam.h"
 #include "lstm.h"
 
 namespace py = pybind11;
@@ -86,6 +87,17 @@ static std::shared_ptr<Workspace> workspace_or_new(std::shared_ptr<Workspace> ws
   return ws ? ws : std::make_shared<Workspace>();
 }
 
+// A float32 C-contiguous writeable numpy array, updated in place (never a converted copy).
+static py::array_t<float> in_place(py::handle obj, const char* name) {
+  if (!py::isinstance<py::array_t<float>>(obj) ||
+      !(py::reinterpret_borrow<py::array>(obj).flags() & py::array::c_style) ||
+      !py::reinterpret_borrow<py::array>(obj).writeable()) {
+    throw py::value_error(std::string(name) +
+                          " must be a writeable C-contiguous float32 numpy array (updated in place)");
+  }
+  return py::reinterpret_borrow<py::array_t<float>>(obj);
+}
+
 static void check_backward(const Workspace& ws, bool token_input) {
   if (!ws.has_forward || ws.token_input != token_input) {
     throw py::value_error(std::string("backward needs a preceding ") +
@@ -107,6 +119,22 @@ PYBIND11_MODULE(_core, m) {
     py::gil_scoped_release nogil;
     return fma_peak_gflops(threads);
   }, py::arg("threads"), "Measured fp32 FMA peak of `threads` threads, GFLOP/s.");
+
+  m.def("adam_update", [](py::handle w_, py::handle g_, py::handle m_, py::handle v_, float alpha,
+                          float one_minus_beta_1, float one_minus_beta_2, float epsilon) {
+    auto w = in_place(w_, "w"), mom = in_place(m_, "m"), vel = in_place(v_, "v");
+    std::vector<py::ssize_t> shape(w.shape(), w.shape() + w.ndim());
+    auto g = checked<float>(g_, "g", "as w", shape);
+    if (mom.size() != w.size() || vel.size() != w.size()) {
+      throw py::value_error("m and v must have as many elements as w");
+    }
+    py::gil_scoped_release nogil;
+    adam_update(w.mutable_data(), g.data(), mom.mutable_data(), vel.mutable_data(), size_t(w.size()),
+                alpha, one_minus_beta_1, one_minus_beta_2, epsilon);
+  }, py::arg("w"), py::arg("g"), py::arg("m"), py::arg("v"), py::arg("alpha"),
+  py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("epsilon"),
+  "One Adam step in Keras's form, in place on w, m, v (float32, each operation rounded as numpy does):\n"
+  "m += (g - m) * one_minus_beta_1; v += (g*g - v) * one_minus_beta_2; w -= m * alpha / (sqrt(v) + epsilon).");
 
   py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace",
       "Activations kept by a forward call for its backward; reused between calls.")

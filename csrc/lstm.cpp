@@ -35,53 +35,6 @@ static void grow(V& v, size_t n) {
 // by the problem size only, never by the thread count: each piece is computed the same way
 // whichever thread takes it, so results are bitwise identical for any number of threads.
 static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B + 63) / 64))); }
-constexpr int kGemmPanels = 4;
-
-// C (m,n) = A^T @ B for A (k,m), B (k,n) with long k (a weight gradient summed over all
-// rows): k is split into kGemmPanels parts, each packed once, and their products are added
-// in panel order.
-static void gemm_at_b(const float* a, const float* b, Eigen::Index k, Eigen::Index m,
-                      Eigen::Index n, float* c) {
-  MatMap C(c, m, n);
-  std::vector<RowMat> part(kGemmPanels);
-#pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
-  for (int p = 0; p < kGemmPanels; ++p) {
-    const Eigen::Index r0 = k * p / kGemmPanels, r1 = k * (p + 1) / kGemmPanels;
-    part[p].setZero(m, n);
-    if (r1 > r0) {
-      part[p].noalias() += ConstMatMap(a + r0 * m, r1 - r0, m).transpose() *
-                           ConstMatMap(b + r0 * n, r1 - r0, n);
-    }
-  }
-  C = part[0];
-  for (int p = 1; p < kGemmPanels; ++p) C += part[p];
-}
-
-// sum (n) += the rows of A (m,n), in row order.
-static void add_rows(const float* A, int m, int n, float* sum) {
-  VecMap S(sum, n);
-  for (int r = 0; r < m; ++r) S += ConstVecMap(A + size_t(r) * n, n);
-}
-
-// C (m,n) = A (m,k) @ B (k,n), or C += A @ B, split into kGemmPanels row panels.
-template <class MA, class MB>
-static void gemm_rows(const MA& A, const MB& Bm, MatMap C, bool accumulate) {
-  if (A.cols() == 0) {
-    if (!accumulate) C.setZero();
-    return;
-  }
-  const Eigen::Index m = C.rows();
-#pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
-  for (int p = 0; p < kGemmPanels; ++p) {
-    const Eigen::Index a = m * p / kGemmPanels, b = m * (p + 1) / kGemmPanels;
-    if (a == b) continue;
-    auto Cp = C.middleRows(a, b - a);
-    if (accumulate) Cp.noalias() += A.middleRows(a, b - a) * Bm;
-    else Cp.noalias() = A.middleRows(a, b - a) * Bm;
-  }
-}
-
-
 // ---------------------------------------------------------------------------------------
 // The per-step recurrent products h @ R and dz @ R^T: a small register-blocked kernel over
 // a matrix packed once per call (Eigen's GEMM would repack it at every step). Each output
@@ -171,7 +124,8 @@ static inline void panel_rows(const float* a, size_t ars, size_t aks, const floa
 constexpr int kKBlock = 128;
 
 static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, PanelB B, int N,
-                        float* c, bool accumulate) {
+                        float* c, bool accumulate, int ldc = 0) {
+  if (ldc <= 0) ldc = N;
   const int panels = (N + kPanel - 1) / kPanel;
   for (int k0 = 0; k0 < K; k0 += kKBlock) {
     const int kb = std::min(kKBlock, K - k0);
@@ -184,45 +138,83 @@ static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, Pa
       float* cp = c + p * kPanel;
       int r = 0;
       for (; r + kRows <= n; r += kRows) {
-        panel_rows<kRows>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * N, N, acc, cols);
+        panel_rows<kRows>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * ldc, ldc, acc, cols);
       }
       const float* ar = ak + r * ars;
-      float* cr = cp + size_t(r) * N;
+      float* cr = cp + size_t(r) * ldc;
       switch (n - r) {  // the last rows
-        case 5: panel_rows<5>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
-        case 4: panel_rows<4>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
-        case 3: panel_rows<3>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
-        case 2: panel_rows<2>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
-        case 1: panel_rows<1>(ar, ars, aks, panel, brs, kb, cr, N, acc, cols); break;
+        case 5: panel_rows<5>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+        case 4: panel_rows<4>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+        case 3: panel_rows<3>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+        case 2: panel_rows<2>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+        case 1: panel_rows<1>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
         default: break;
       }
     }
   }
   if (K == 0 && !accumulate) {
-    for (int r = 0; r < n; ++r) std::fill_n(c + size_t(r) * N, N, 0.f);
+    for (int r = 0; r < n; ++r) std::fill_n(c + size_t(r) * ldc, N, 0.f);
   }
 }
 
 // ---------------------------------------------------------------------------------------
 // Affine map x @ kernel + bias: the LSTM input projection (one GEMM outside the time loop)
-// and the Dense layer
+// and the Dense layer. The same kernel as the recurrent products, over pieces of rows or
+// column panels fixed by the shapes (see batch_chunks).
+
+constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece
 
 void affine(const float* x, const float* kernel, const float* bias, int N, int E, int M,
             float* z) {
   // x (N,E), kernel (E,M), bias (M) -> z (N,M)
-  ConstMatMap X(x, N, E), K(kernel, E, M);
-  MatMap Z(z, N, M);
-  Z.rowwise() = Eigen::Map<const Eigen::RowVectorXf>(bias, M);
-  gemm_rows(X, K, Z, true);
+  FloatBuf kp(panel_floats(E, M));
+  pack_panels(kernel, E, M, false, kp.data());
+  const int pieces = (N + kRowPiece - 1) / kRowPiece;
+#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+  for (int p = 0; p < pieces; ++p) {
+    const int r0 = p * kRowPiece, n = std::min(kRowPiece, N - r0);
+    for (int r = r0; r < r0 + n; ++r) std::copy_n(bias, M, z + size_t(r) * M);
+    gemm_packed(x + size_t(r0) * E, E, 1, n, E, packed_b(kp.data(), E), M, z + size_t(r0) * M, true);
+  }
 }
 
 void affine_backward(const float* x, const float* kernel, const float* dz, int N, int E, int M,
                      float* dx, float* dkernel, float* dbias) {
   // forward: z = x @ kernel + bias
-  gemm_at_b(x, dz, N, E, M, dkernel);
-  std::fill_n(dbias, M, 0.f);
-  add_rows(dz, N, M, dbias);
-  if (dx) gemm_rows(ConstMatMap(dz, N, M), ConstMatMap(kernel, E, M).transpose(), MatMap(dx, N, E), false);
+  // dkernel (E,M) = x^T @ dz and dbias = sum of dz's rows, one task per column panel of dz;
+  // dz is read in place when its rows are whole panels, else packed first.
+  const int panels = (M + kPanel - 1) / kPanel;
+  FloatBuf dzp;
+  PanelB dzb = rowmajor_b(dz, M);
+  if (M % kPanel != 0) {
+    dzp.resize(panel_floats(N, M));
+    pack_panels(dz, N, M, false, dzp.data());
+    dzb = packed_b(dzp.data(), N);
+  }
+  FloatBuf ktp;  // kernel^T (M,E) in panels, for dx = dz @ kernel^T
+  if (dx) {
+    ktp.resize(panel_floats(M, E));
+    pack_panels(kernel, M, E, true, ktp.data());
+  }
+  const int pieces = dx ? (N + kRowPiece - 1) / kRowPiece : 0;
+#pragma omp parallel num_threads(get_num_threads())
+  {
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int p = 0; p < panels; ++p) {
+      const int c0 = p * kPanel, cols = std::min(kPanel, M - c0);
+      const PanelB panel{dzb.b + p * dzb.panel_stride, dzb.panel_stride, dzb.row_stride};
+      gemm_packed(x, 1, E, E, N, panel, cols, dkernel + c0, false, M);
+      std::fill_n(dbias + c0, cols, 0.f);
+      for (int r = 0; r < N; ++r) {
+        for (int j = 0; j < cols; ++j) dbias[c0 + j] += dz[size_t(r) * M + c0 + j];
+      }
+    }
+#pragma omp for schedule(static)
+    for (int p = 0; p < pieces; ++p) {
+      const int r0 = p * kRowPiece, n = std::min(kRowPiece, N - r0);
+      gemm_packed(dz + size_t(r0) * M, M, 1, n, M, packed_b(ktp.data(), M), E, dx + size_t(r0) * E, false);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ class Layer:
     def count_params(self):
         return sum(w.size for w in self.weights)
 
+    def add_weight(self, initializer, shape):
+        """A new weight array: float32, C-contiguous (the kernels and Adam update it in place)."""
+        shape = tuple(int(s) for s in shape)
+        w = np.ascontiguousarray(initializer(shape), dtype=np.float32)
+        if w.shape != shape:
+            raise ValueError(f"{self.name}: the initializer returned shape {w.shape}, expected {shape}")
+        return w
+
 
 def _int_ids(x, input_dim):
     """x as an int32 array of ids in [0, input_dim), or a clear error."""
@@ -59,7 +67,7 @@ class Embedding(Layer):
         self.embeddings_initializer = initializers.get(embeddings_initializer)
 
     def build(self, input_shape=None):
-        self.embeddings = self.embeddings_initializer((self.input_dim, self.output_dim))
+        self.embeddings = self.add_weight(self.embeddings_initializer, (self.input_dim, self.output_dim))
         self.built = True
 
     @property
@@ -117,8 +125,8 @@ class Dense(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape):
-        self.kernel = self.kernel_initializer((int(input_shape[-1]), self.units))
-        self.bias = self.bias_initializer((self.units,)) if self.use_bias else None
+        self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), self.units))
+        self.bias = self.add_weight(self.bias_initializer, (self.units,)) if self.use_bias else None
         self.built = True
 
     @property
@@ -190,9 +198,9 @@ class LSTM(Layer):
 
     def build(self, input_shape):
         H = self.units
-        self.kernel = self.kernel_initializer((int(input_shape[-1]), 4 * H))
-        self.recurrent_kernel = self.recurrent_initializer((H, 4 * H))
-        self.bias = self.bias_initializer((4 * H,))
+        self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), 4 * H))
+        self.recurrent_kernel = self.add_weight(self.recurrent_initializer, (H, 4 * H))
+        self.bias = self.add_weight(self.bias_initializer, (4 * H,))
         if self.unit_forget_bias:
             self.bias[H:2 * H] = 1.0
         if not self.use_bias:

@@ -1,6 +1,8 @@
 """Adam in Keras's form, float32, updating every parameter densely."""
 import numpy as np
 
+from fastlstm import _core
+
 
 class Adam:
     """Keras's Adam: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
@@ -28,10 +30,9 @@ class Adam:
         alpha = f32(self.learning_rate) * np.sqrt(f32(1) - b2 ** t) / (f32(1) - b1 ** t)
         one_b1, one_b2, eps = f32(1 - self.beta_1), f32(1 - self.beta_2), f32(self.epsilon)
         for g, w, m, v in zip(grads, weights, self._m, self._v):
-            g = g.astype(np.float32, copy=False)
-            m += (g - m) * one_b1
-            v += (g * g - v) * one_b2
-            w -= (m * alpha) / (np.sqrt(v) + eps)
+            # in C++, one pass: m += (g - m) * one_b1; v += (g * g - v) * one_b2;
+            # w -= (m * alpha) / (sqrt(v) + eps), each operation rounded to float32 like numpy
+            _core.adam_update(w, np.ascontiguousarray(g, dtype=np.float32), m, v, alpha, one_b1, one_b2, eps)
         self.iterations += 1
 
 

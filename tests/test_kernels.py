@@ -133,6 +133,32 @@ def test_token_path_without_padding_skip_is_the_same(rng):
     assert np.abs(skip - plain).max() <= 1e-6
 
 
+@pytest.mark.parametrize("N,E,M", [(1, 1, 1), (7, 3, 46), (49, 100, 400), (130, 5, 33), (0, 4, 16), (100, 100, 46)])
+def test_affine_and_its_backward_match_numpy(rng, threads, N, E, M):
+    x = rng.normal(size=(N, E)).astype(np.float32)
+    K = rng.normal(size=(E, M)).astype(np.float32)
+    b = rng.normal(size=M).astype(np.float32)
+    dz = rng.normal(size=(N, M)).astype(np.float32)
+    x64, K64, dz64 = (a.astype(np.float64) for a in (x, K, dz))
+    outs = []
+    for n in (1, 2):
+        fastlstm.set_num_threads(n)
+        z = _core.affine(x, K, b)
+        dx, dK, db = _core.affine_backward(x, K, dz)
+        assert _core.affine_backward(x, K, dz, need_dx=False)[0] is None
+        assert z.shape == (N, M) and dx.shape == (N, E) and dK.shape == (E, M) and db.shape == (M,)
+        if N:
+            assert rel_err(z, x64 @ K64 + b) <= 1e-5
+            assert rel_err(dx, dz64 @ K64.T) <= 1e-5
+            assert rel_err(dK, x64.T @ dz64) <= 1e-5
+            assert rel_err(db, dz64.sum(0)) <= 1e-5
+        else:
+            assert not dK.any() and not db.any()
+        outs.append((z, dx, dK, db))
+    for a, b_ in zip(*outs):  # the work split does not depend on the thread count
+        np.testing.assert_array_equal(a, b_)
+
+
 def loss_fn64(x, K, R, b, W1, W2):
     h_seq, _ = ref.lstm_forward(x, K, R, b)
     return np.sum(h_seq[:, -1] * W1) + np.sum(h_seq * W2)

@@ -98,6 +98,22 @@ def test_layouts_and_int_types_give_the_same_answers(rng):
         np.testing.assert_array_equal(m.predict(variant), want)
 
 
+def test_custom_initializers_are_made_float32_c_contiguous_or_rejected(rng):
+    """A user initializer may return float64 or Fortran order: the weight is converted (the
+    kernels and Adam update weights in place); a wrong shape is a clear error."""
+    fortran64 = lambda shape: np.asfortranarray(rng.normal(size=shape) * 0.1)
+    m = Sequential([Embedding(20, 6, embeddings_initializer=fortran64),
+                    LSTM(5, kernel_initializer=fortran64, recurrent_initializer=fortran64),
+                    Dense(4, activation="softmax", kernel_initializer=fortran64)])
+    m.compile(loss="categorical_crossentropy", optimizer="adam")
+    x, y = data(rng)
+    m.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for w in m.weights:
+        assert w.dtype == np.float32 and w.flags.c_contiguous
+    with pytest.raises(ValueError, match=r"initializer returned shape \(2, 2\), expected \(6, 20\)"):
+        Sequential([Embedding(20, 6), LSTM(5, kernel_initializer=lambda shape: np.zeros((2, 2)))]).predict(x)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     B=st.integers(0, 4), T=st.integers(0, 4), E=st.integers(0, 4), H=st.integers(0, 4),
