@@ -443,7 +443,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
 // ---------------------------------------------------------------------------------------
 // Backward through time
 
-constexpr int kGroupSteps = 4;  // time steps per drecurrent product and dtable scatter
+constexpr int kGroupSteps = 2;  // time steps per drecurrent product and dtable scatter
 
 void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                    const float* dh_seq, float* dtable, float* drecurrent) {
@@ -537,6 +537,14 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       float* dz = dzg + size_t(kk) * ldz;  // (n,4H), row stride ldz
       for (int s = w0; s < active; ++s) {
         const int b = ws.row_of_slot[s];
+        // The activations (T,nslots,...) are far bigger than the caches: fetch what step t-1
+        // reads of this row (gates, c_{t-2}) while step t computes.
+        if (t > 0) {
+          const float* g = gates + size_t(t - 1) * SH4 + size_t(s) * H4;
+          for (int c = 0; c < H4; c += 16) __builtin_prefetch(g + c);
+          const float* cp = cs + size_t(t - 1) * SH + size_t(s) * H;
+          for (int c = 0; c < H; c += 16) __builtin_prefetch(cp + c);
+        }
         cell_backward(gates + size_t(t) * SH4 + size_t(s) * H4, cs + size_t(t) * SH + size_t(s) * H,
                       tanh_of(s, t), dH + size_t(s) * H, dC + size_t(s) * H,
                       dz + size_t(s - w0) * ldz, H);
