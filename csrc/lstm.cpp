@@ -11,9 +11,6 @@
 
 namespace fastlstm {
 
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using MatMap = Eigen::Map<RowMat>;
-using ConstMatMap = Eigen::Map<const RowMat>;
 using VecMap = Eigen::Map<Eigen::ArrayXf>;
 using ConstVecMap = Eigen::Map<const Eigen::ArrayXf>;
 
@@ -53,9 +50,11 @@ constexpr int kRows = 6;
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 static size_t panel_floats(int K, int N) { return size_t(round_up(N, kPanel)) * K; }
 
-static void pack_panels(const float* b, int K, int N, bool transposed, float* out) {
-  const int panels = (N + kPanel - 1) / kPanel;
-  for (int p = 0; p < panels; ++p) {
+// Panels [p0,p1) only when given (threads pack disjoint panels).
+static void pack_panels(const float* b, int K, int N, bool transposed, float* out, int p0 = 0,
+                        int p1 = -1) {
+  if (p1 < 0) p1 = (N + kPanel - 1) / kPanel;
+  for (int p = p0; p < p1; ++p) {
     const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
     for (int k = 0; k < K; ++k) {
       float* dst = out + (size_t(p) * K + k) * kPanel;
@@ -120,15 +119,18 @@ static inline void panel_rows(const float* a, size_t ars, size_t aks, const floa
 
 // C (n,N) = A (n,K) @ B (K,N), or C += A @ B, with A[r][k] at a[r * ars + k * aks]
 // (ars = K, aks = 1 for a row-major A; ars = 1, aks = n for A^T) and B as PanelB.
-// K is taken in blocks of kKBlock so that a panel block (kKBlock,16) stays in L1.
-constexpr int kKBlock = 128;
+// K is taken in even blocks of at most kKBlock so that a panel block (kKBlock,16) and the
+// rows of A it meets stay in L1.
+constexpr int kKBlock = 256;
 
 static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, PanelB B, int N,
                         float* c, bool accumulate, int ldc = 0) {
   if (ldc <= 0) ldc = N;
   const int panels = (N + kPanel - 1) / kPanel;
-  for (int k0 = 0; k0 < K; k0 += kKBlock) {
-    const int kb = std::min(kKBlock, K - k0);
+  const int kblocks = std::max(1, (K + kKBlock - 1) / kKBlock);
+  const int kblock = (K + kblocks - 1) / kblocks;
+  for (int k0 = 0; k0 < K; k0 += kblock) {
+    const int kb = std::min(kblock, K - k0);
     const bool acc = accumulate || k0 > 0;
     const float* ak = a + k0 * aks;
     for (int p = 0; p < panels; ++p) {
@@ -386,15 +388,21 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   }
 
   grow(ws.rec_packed, panel_floats(H, H4));
-  pack_panels(recurrent, H, H4, false, ws.rec_packed.data());
   const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* gates = ws.gates.data();
   float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
   float* cs = ws.cs.data();
   std::fill_n(cs, SH, 0.f);  // zero initial state (h_{-1} is never read: step 0 has no product)
 
+#pragma omp parallel num_threads(get_num_threads())
+  {
+  // recurrent (H,4H) in column panels, packed by all threads
+#pragma omp for schedule(static)
+  for (int p = 0; p < H4 / kPanel + (H4 % kPanel != 0); ++p) {
+    pack_panels(recurrent, H, H4, false, ws.rec_packed.data(), p, p + 1);
+  }
   // A thread owns a chunk for all time steps: no barrier per step.
-#pragma omp parallel for schedule(static, 1) num_threads(get_num_threads())
+#pragma omp for schedule(static, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
@@ -437,6 +445,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
       std::memcpy(h_last + size_t(ws.row_of_slot[s]) * H, h, H * sizeof(float));
     }
   }
+  }
   ws.has_forward = training;
 }
 
@@ -454,7 +463,6 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
 
   grow(ws.rect_packed, panel_floats(H4, H));
-  pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T (4H,H)
   const PanelB rect = packed_b(ws.rect_packed.data(), H4);
   // Per chunk, a group of up to kGroupSteps steps: dz rows (row stride ldz, so drecurrent
   // reads them in place), the h_{t-1} rows and the table rows they belong to.
@@ -483,9 +491,15 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       VecMap(dst, H) += ConstVecMap(g, H);
     }
   }
-  std::fill_n(dtable, size_t(U) * H4, 0.f);
 
-#pragma omp parallel for schedule(static, 1) num_threads(nth)
+#pragma omp parallel num_threads(nth)
+  {
+  // recurrent^T (4H,H) in column panels, packed by all threads
+#pragma omp for schedule(static)
+  for (int p = 0; p < H / kPanel + (H % kPanel != 0); ++p) {
+    pack_panels(recurrent, H4, H, true, ws.rect_packed.data(), p, p + 1);
+  }
+#pragma omp for schedule(static, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
@@ -493,10 +507,15 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     float* dzg = ws.dz_group.data() + size_t(j) * cap * ldz;
     float* hg = ws.h_group.data() + size_t(j) * cap * H;
     int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
-    float* dtab = dtable;
-    if (private_dtable && j > 0) {
-      dtab = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
-      std::fill_n(dtab, size_t(U) * H4, 0.f);
+    // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
+    // input: every position is its own row, so chunks share dtable (each zeroes its rows).
+    float* dtab = private_dtable && j > 0 ? ws.dtable_chunk.data() + size_t(j - 1) * U * H4 : dtable;
+    if (ws.token_input) {
+      if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * H4, 0.f);
+    } else {
+      for (int s = traj + 1; s < hi; ++s) {
+        std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * H4, size_t(T) * H4, 0.f);
+      }
     }
     std::fill_n(drec, size_t(H) * H4, 0.f);
     int kk = 0;  // rows in the current group
@@ -573,20 +592,20 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     if (kk > 0) flush();
   }
 
-  // drecurrent and dtable: the chunks' partial sums, added in chunk order.
-  MatMap dR(drecurrent, H, H4);
-  dR.setZero();
-  for (int j = 0; j < nchunks; ++j) dR += ConstMatMap(&ws.drec_chunk[size_t(j) * H * H4], H, H4);
-  if (private_dtable) {
-    constexpr int kBlocks = 16;
-#pragma omp parallel for schedule(static) num_threads(nth)
-    for (int p = 0; p < kBlocks; ++p) {
-      const size_t r0 = size_t(U) * p / kBlocks, r1 = size_t(U) * (p + 1) / kBlocks;
-      for (int j = 1; j < nchunks; ++j) {
-        const float* part = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
-        VecMap(dtable + r0 * H4, (r1 - r0) * H4) += ConstVecMap(part + r0 * H4, (r1 - r0) * H4);
-      }
+  // drecurrent and dtable: the chunks' partial sums, added in chunk order, by row blocks.
+  constexpr int kBlocks = 16;
+#pragma omp for schedule(static)
+  for (int p = 0; p < kBlocks; ++p) {
+    const size_t r0 = size_t(H) * p / kBlocks, r1 = size_t(H) * (p + 1) / kBlocks;
+    VecMap dR(drecurrent + r0 * H4, (r1 - r0) * H4);
+    dR = ConstVecMap(ws.drec_chunk.data() + r0 * H4, (r1 - r0) * H4);
+    for (int j = 1; j < nchunks; ++j) dR += ConstVecMap(ws.drec_chunk.data() + (j * size_t(H) + r0) * H4, (r1 - r0) * H4);
+    const size_t u0 = size_t(U) * p / kBlocks, u1 = size_t(U) * (p + 1) / kBlocks;
+    for (int j = 1; private_dtable && j < nchunks; ++j) {
+      const float* part = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
+      VecMap(dtable + u0 * H4, (u1 - u0) * H4) += ConstVecMap(part + u0 * H4, (u1 - u0) * H4);
     }
+  }
   }
 }
 
