@@ -183,38 +183,48 @@ void affine(const float* x, const float* kernel, const float* bias, int N, int E
 void affine_backward(const float* x, const float* kernel, const float* dz, int N, int E, int M,
                      float* dx, float* dkernel, float* dbias) {
   // forward: z = x @ kernel + bias
-  // dkernel (E,M) = x^T @ dz and dbias = sum of dz's rows, one task per column panel of dz;
-  // dz is read in place when its rows are whole panels, else packed first.
-  const int panels = (M + kPanel - 1) / kPanel;
-  FloatBuf dzp;
+  // dkernel (E,M) = x^T @ dz and dbias = sum of dz's rows: a sum over N, taken in an even
+  // number of row pieces (at most 512 rows: x's piece stays in cache), each into its own
+  // partial sum, then the partials added in piece order.
+  const int pieces = N > 0 ? 2 * ((N + 1023) / 1024) : 0;
+  const int ldp = round_up(M, kPanel);  // partial rows padded to whole panels
+  FloatBuf dzp;  // dz in panels when its rows are not whole panels
   PanelB dzb = rowmajor_b(dz, M);
   if (M % kPanel != 0) {
     dzp.resize(panel_floats(N, M));
     pack_panels(dz, N, M, false, dzp.data());
     dzb = packed_b(dzp.data(), N);
   }
+  FloatBuf part(size_t(pieces) * (E + 1) * ldp);  // per piece: dkernel (E,M) and dbias (M)
   FloatBuf ktp;  // kernel^T (M,E) in panels, for dx = dz @ kernel^T
   if (dx) {
     ktp.resize(panel_floats(M, E));
     pack_panels(kernel, M, E, true, ktp.data());
   }
-  const int pieces = dx ? (N + kRowPiece - 1) / kRowPiece : 0;
+  const int row_pieces = dx ? (N + kRowPiece - 1) / kRowPiece : 0;
 #pragma omp parallel num_threads(get_num_threads())
   {
-#pragma omp for schedule(dynamic, 1) nowait
-    for (int p = 0; p < panels; ++p) {
-      const int c0 = p * kPanel, cols = std::min(kPanel, M - c0);
-      const PanelB panel{dzb.b + p * dzb.panel_stride, dzb.panel_stride, dzb.row_stride};
-      gemm_packed(x, 1, E, E, N, panel, cols, dkernel + c0, false, M);
-      std::fill_n(dbias + c0, cols, 0.f);
-      for (int r = 0; r < N; ++r) {
-        for (int j = 0; j < cols; ++j) dbias[c0 + j] += dz[size_t(r) * M + c0 + j];
-      }
+#pragma omp for schedule(static) nowait
+    for (int p = 0; p < pieces; ++p) {
+      const int r0 = int(int64_t(N) * p / pieces), r1 = int(int64_t(N) * (p + 1) / pieces);
+      float* dk = part.data() + size_t(p) * (E + 1) * ldp;
+      PanelB rows = dzb;
+      rows.b += size_t(r0) * dzb.row_stride;
+      gemm_packed(x + size_t(r0) * E, 1, E, E, r1 - r0, rows, M, dk, false, ldp);
+      float* db = dk + size_t(E) * ldp;
+      std::fill_n(db, M, 0.f);
+      for (int r = r0; r < r1; ++r) VecMap(db, M) += ConstVecMap(dz + size_t(r) * M, M);
     }
 #pragma omp for schedule(static)
-    for (int p = 0; p < pieces; ++p) {
+    for (int p = 0; p < row_pieces; ++p) {
       const int r0 = p * kRowPiece, n = std::min(kRowPiece, N - r0);
       gemm_packed(dz + size_t(r0) * M, M, 1, n, M, packed_b(ktp.data(), M), E, dx + size_t(r0) * E, false);
+    }
+#pragma omp for schedule(static)
+    for (int e = 0; e <= E; ++e) {  // row e of dkernel, or dbias
+      float* out = e < E ? dkernel + size_t(e) * M : dbias;
+      std::fill_n(out, M, 0.f);
+      for (int p = 0; p < pieces; ++p) VecMap(out, M) += ConstVecMap(part.data() + (size_t(p) * (E + 1) + e) * ldp, M);
     }
   }
 }
