@@ -32,10 +32,12 @@ static void grow(V& v, size_t n) {
 // by the problem size only, never by the thread count: each piece is computed the same way
 // whichever thread takes it, so results are bitwise identical for any number of threads.
 static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B + 63) / 64))); }
+
 // ---------------------------------------------------------------------------------------
-// The per-step recurrent products h @ R and dz @ R^T: a small register-blocked kernel over
-// a matrix packed once per call (Eigen's GEMM would repack it at every step). Each output
-// is C0 + sum_k A[i][k] * B[k][j] accumulated in k order, whatever the row count or the
+// All products: the per-step recurrent ones (h @ R, dz @ R^T, h^T @ dz), the input
+// projection and the Dense layer. A small register-blocked kernel over a matrix packed once
+// per call (a general GEMM would repack R at every step). Each output is
+// C0 + sum_k A[i][k] * B[k][j] accumulated in k order, whatever the row count or the
 // blocking, so results do not depend on how rows are split.
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -237,7 +239,7 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
 
 namespace ei = Eigen::internal;
 using Packet = ei::packet_traits<float>::type;
-constexpr int kP = ei::unpacket_traits<Packet>::size;
+constexpr int kP = ei::packet_traits<float>::size;
 
 static inline Packet sigmoid(const Packet& x) { return ei::scalar_logistic_op<float>().packetOp(x); }
 
