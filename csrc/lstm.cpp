@@ -337,7 +337,11 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
                   bool training) {
   const int H4 = 4 * H;
-  const int nchunks = batch_chunks(B);
+  // Training with token input: chunks 1.. keep their own (U,4H) table gradient, so bound
+  // their number to keep that memory within the activations' (B*T rows of 4H).
+  int nchunks = batch_chunks(B);
+  if (training && ids) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
+  nchunks = std::max(1, std::min(nchunks, B));
   const int nslots = B + nchunks;
   const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
 

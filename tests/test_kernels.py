@@ -103,6 +103,31 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
         assert rel_err(demb, demb_want) <= 1e-5
 
 
+def test_token_path_with_a_large_table(rng, threads):
+    """More table rows than positions (U > B*T): fewer chunks keep their own table gradient."""
+    B, T, E, H, V = 200, 3, 4, 5, 900
+    emb = rng.normal(size=(V, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    ids = token_batch(rng, B, T, V)
+    table = _core.affine(emb, K, b)
+    dh = rng.normal(size=(B, H)).astype(np.float32)
+    want, cache = ref.lstm_forward(emb[ids], K, R, b)
+    dz = ref.lstm_backward(cache, dh, None)[4]
+    dtable_want = np.zeros((V, 4 * H))
+    np.add.at(dtable_want, ids.reshape(-1), dz.reshape(-1, 4 * H))
+    outs = []
+    for n in (1, 2):
+        fastlstm.set_num_threads(n)
+        ws = _core.Workspace()
+        h = _core.lstm_forward_tokens(ids, table, R, pad_row=0, workspace=ws)
+        dtable, drec = _core.lstm_backward_tokens(ws, R, dh)
+        assert rel_err(h, want[:, -1]) <= 1e-5 and rel_err(dtable, dtable_want) <= 1e-5
+        assert rel_err(drec, ref.lstm_backward(cache, dh, None)[2]) <= 1e-5
+        outs.append((h, dtable, drec))
+    for a, b_ in zip(*outs):
+        np.testing.assert_array_equal(a, b_)
+
+
 def test_inference_forward_equals_training_forward(rng):
     """training=False keeps only the current step (no gates for backward): same outputs."""
     B, T, E, H, V = 9, 13, 5, 6, 5
