@@ -50,13 +50,14 @@ constexpr int kRows = 6;
 // B (K,N) row-major, or given transposed as (N,K) -> panels (ceil(N/16), K, 16), zero-padded.
 // `out` holds at least panel_floats(K, N).
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
-static size_t panel_floats(int K, int N) { return size_t(round_up(N, kPanel)) * K; }
+static int panel_count(int N) { return (N + kPanel - 1) / kPanel; }
+static size_t panel_floats(int K, int N) { return size_t(panel_count(N)) * kPanel * K; }
 
-// Panels [p0,p1) only when given (threads pack disjoint panels).
-static void pack_panels(const float* b, int K, int N, bool transposed, float* out, int p0 = 0,
-                        int p1 = -1) {
-  if (p1 < 0) p1 = (N + kPanel - 1) / kPanel;
-  for (int p = p0; p < p1; ++p) {
+// Called inside a parallel region, the team shares the panels (an orphaned `omp for`: every
+// thread of the team must call it); outside one, the caller packs them all.
+static void pack_panels(const float* b, int K, int N, bool transposed, float* out) {
+#pragma omp for schedule(static)
+  for (int p = 0; p < panel_count(N); ++p) {
     const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
     for (int k = 0; k < K; ++k) {
       float* dst = out + (size_t(p) * K + k) * kPanel;
@@ -128,7 +129,7 @@ constexpr int kKBlock = 256;
 static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, PanelB B, int N,
                         float* c, bool accumulate, int ldc = 0) {
   if (ldc <= 0) ldc = N;
-  const int panels = (N + kPanel - 1) / kPanel;
+  const int panels = panel_count(N);
   const int kblocks = std::max(1, (K + kKBlock - 1) / kKBlock);
   const int kblock = (K + kblocks - 1) / kblocks;
   for (int k0 = 0; k0 < K; k0 += kblock) {
@@ -163,8 +164,8 @@ static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, Pa
 
 // ---------------------------------------------------------------------------------------
 // Affine map x @ kernel + bias: the LSTM input projection (one GEMM outside the time loop)
-// and the Dense layer. The same kernel as the recurrent products, over pieces of rows or
-// column panels fixed by the shapes (see batch_chunks).
+// and the Dense layer. The same kernel as the recurrent products, over pieces of rows fixed
+// by the shapes (see batch_chunks).
 
 constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece
 
@@ -412,11 +413,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
 
 #pragma omp parallel num_threads(get_num_threads())
   {
-  // recurrent (H,4H) in column panels, packed by all threads
-#pragma omp for schedule(static)
-  for (int p = 0; p < H4 / kPanel + (H4 % kPanel != 0); ++p) {
-    pack_panels(recurrent, H, H4, false, ws.rec_packed.data(), p, p + 1);
-  }
+  pack_panels(recurrent, H, H4, false, ws.rec_packed.data());  // by the whole team
   // A thread owns a chunk for all time steps: no barrier per step.
 #pragma omp for schedule(static, 1)
   for (int j = 0; j < nchunks; ++j) {
@@ -510,11 +507,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 
 #pragma omp parallel num_threads(nth)
   {
-  // recurrent^T (4H,H) in column panels, packed by all threads
-#pragma omp for schedule(static)
-  for (int p = 0; p < H / kPanel + (H % kPanel != 0); ++p) {
-    pack_panels(recurrent, H4, H, true, ws.rect_packed.data(), p, p + 1);
-  }
+  pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
 #pragma omp for schedule(static, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];

@@ -42,6 +42,14 @@ def token_batch(rng, B, T, V):
     return ids
 
 
+def token_problem(rng, B, T, E, H, V):
+    """Embeddings (V,E), LSTM weights, padded token ids (B,T) and the projected table (V,4H)."""
+    emb = rng.normal(size=(V, E)).astype(np.float32)
+    K, R, b = weights(rng, E, H)
+    ids = token_batch(rng, B, T, V)
+    return emb, K, R, b, ids, _core.affine(emb, K, b)
+
+
 @pytest.mark.parametrize("B,T,E,H", SHAPES)
 def test_dense_forward_matches_numpy(rng, B, T, E, H):
     x = rng.normal(size=(B, T, E)).astype(np.float32)
@@ -75,10 +83,7 @@ def test_dense_backward_matches_numpy(rng, B, T, E, H):
 def test_token_path_matches_numpy(rng, B, T, E, H):
     """Embedding rows projected once + leading-padding skip == the plain LSTM on emb[ids]."""
     V = 7
-    emb = rng.normal(size=(V, E)).astype(np.float32)
-    K, R, b = weights(rng, E, H)
-    ids = token_batch(rng, B, T, V)
-    table = _core.affine(emb, K, b)
+    emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
     ws = _core.Workspace()
     h_last, h_seq = _core.lstm_forward_tokens(ids, table, R, pad_row=0, return_sequences=True, workspace=ws)
     want, cache = ref.lstm_forward(emb[ids], K, R, b)
@@ -106,10 +111,7 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
 def test_token_path_with_a_large_table(rng, threads):
     """More table rows than positions (U > B*T): fewer chunks keep their own table gradient."""
     B, T, E, H, V = 200, 3, 4, 5, 900
-    emb = rng.normal(size=(V, E)).astype(np.float32)
-    K, R, b = weights(rng, E, H)
-    ids = token_batch(rng, B, T, V)
-    table = _core.affine(emb, K, b)
+    emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
     dh = rng.normal(size=(B, H)).astype(np.float32)
     want, cache = ref.lstm_forward(emb[ids], K, R, b)
     dz = ref.lstm_backward(cache, dh, None)[4]
@@ -131,10 +133,7 @@ def test_token_path_with_a_large_table(rng, threads):
 def test_inference_forward_equals_training_forward(rng):
     """training=False keeps only the current step (no gates for backward): same outputs."""
     B, T, E, H, V = 9, 13, 5, 6, 5
-    emb = rng.normal(size=(V, E)).astype(np.float32)
-    K, R, b = weights(rng, E, H)
-    ids = token_batch(rng, B, T, V)
-    table = _core.affine(emb, K, b)
+    emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
     for forward, args in ((_core.lstm_forward_tokens, (ids, table, R, 0)), (_core.lstm_forward, (emb[ids], K, R, b))):
         ws = _core.Workspace()
         train = forward(*args, return_sequences=True, workspace=ws, training=True)
@@ -150,10 +149,7 @@ def test_inference_forward_equals_training_forward(rng):
 
 def test_token_path_without_padding_skip_is_the_same(rng):
     B, T, E, H, V = 6, 10, 5, 8, 4
-    emb = rng.normal(size=(V, E)).astype(np.float32)
-    K, R, b = weights(rng, E, H)
-    ids = token_batch(rng, B, T, V)
-    table = _core.affine(emb, K, b)
+    emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
     skip = _core.lstm_forward_tokens(ids, table, R, pad_row=0)
     plain = _core.lstm_forward_tokens(ids, table, R, pad_row=-1)
     assert np.abs(skip - plain).max() <= 1e-6
@@ -224,9 +220,7 @@ def test_reference_and_kernel_match_finite_differences(rng):
 
 def test_one_and_two_threads_are_bitwise_identical(rng, threads):
     B, T, E, H, V = 37, 23, 16, 21, 11
-    emb = rng.normal(size=(V, E)).astype(np.float32)
-    K, R, b = weights(rng, E, H)
-    ids = token_batch(rng, B, T, V)
+    emb, K, R, b, ids, _ = token_problem(rng, B, T, E, H, V)
     x = emb[ids]
     dh = rng.normal(size=(B, H)).astype(np.float32)
     outs = []
