@@ -96,7 +96,7 @@ static inline void panel_kernel(const float* a, size_t ars, size_t aks, const fl
   }
   for (int k = 0; k < K; ++k) {
     v8 b[V];  // the panel row, held in registers
-    for (int v = 0; v < V; ++v) b[v] = reinterpret_cast<const v8*>(bp + size_t(k) * brs)[v];
+    for (int v = 0; v < V; ++v) b[v] = *reinterpret_cast<const v8u*>(bp + size_t(k) * brs + 8 * v);
     for (int r = 0; r < Rows; ++r) {
       const float x = a[r * ars + k * aks];
       for (int v = 0; v < V; ++v) acc[r][v] += x * b[v];

@@ -21,10 +21,6 @@
 
 namespace fastlstm {
 
-// Inputs should be aligned to kAlign bytes for bitwise repeatable results (the binding
-// copies any that are not).
-constexpr size_t kAlign = 64;
-
 // Number of OpenMP threads the kernels use (default: all cores).
 void set_num_threads(int n);
 int get_num_threads();
@@ -35,8 +31,8 @@ int get_num_threads();
 // padding trajectory (one row fed pad_row from the zero state, active for the first
 // traj_end steps), then its rows sorted by start step, so the rows active at step t are a
 // contiguous range. With a private trajectory per chunk, threads never wait for each other.
-// Aligned buffers: Eigen's vectorised loops peel at alignment boundaries, so a fixed
-// alignment keeps results bitwise repeatable from run to run.
+// Results never depend on where an array starts (tested): the kernels' packet loops run at
+// fixed offsets, and Eigen's, which peel to alignment, only do elementwise adds and products.
 using FloatBuf = std::vector<float, Eigen::aligned_allocator<float>>;
 
 struct Workspace {

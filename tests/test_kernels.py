@@ -238,6 +238,43 @@ def test_one_and_two_threads_are_bitwise_identical(rng, threads):
         np.testing.assert_array_equal(a, b_)
 
 
+def at_offset(a, offset):
+    """A copy of a whose data starts `offset` floats past a 64-byte boundary."""
+    buf = np.empty(a.size + 32, a.dtype)
+    start = (-buf.ctypes.data % 64) // a.itemsize + offset
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == offset * a.itemsize
+    return out
+
+
+@pytest.mark.parametrize("B,T,E,H,V", [(37, 23, 16, 21, 11), (64, 10, 100, 100, 50)])
+def test_results_do_not_depend_on_the_alignment_of_the_inputs(rng, B, T, E, H, V):
+    # The kernels read inputs in place (no aligned copy): every result must be bitwise the
+    # same wherever the arrays start.
+    emb, K, R, b, ids, _ = token_problem(rng, B, T, E, H, V)
+    x = emb[ids]
+    dh = rng.normal(size=(B, H)).astype(np.float32)
+    dz = rng.normal(size=(V, 4 * H)).astype(np.float32)
+
+    def run(o):
+        a = lambda arr: at_offset(arr, o)
+        ws, wt = _core.Workspace(), _core.Workspace()
+        h = _core.lstm_forward(a(x), a(K), a(R), a(b), workspace=ws)
+        grads = _core.lstm_backward(ws, a(x), a(K), a(R), a(dh))
+        table = _core.affine(a(emb), a(K), a(b))
+        ht = _core.lstm_forward_tokens(a(ids), a(table), a(R), pad_row=0, workspace=wt)
+        gt = _core.lstm_backward_tokens(wt, a(R), a(dh))
+        w, m, v = a(emb), a(emb * 0.5), a(np.abs(emb))
+        _core.adam_update(w, a(dz[:, :E]), m, v, 1e-3, 0.1, 1e-3, 1e-7)
+        return [h, *grads, table, *_core.affine_backward(a(emb), a(K), a(dz)), ht, *gt, w, m, v]
+
+    aligned = run(0)
+    for o in (1, 3, 7):
+        for got, want in zip(run(o), aligned):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_empty_batch_and_zero_steps(rng):
     K, R, b = weights(rng, 3, 4)
     assert _core.lstm_forward(np.zeros((0, 5, 3), np.float32), K, R, b).shape == (0, 4)
