@@ -142,6 +142,11 @@ static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, Pa
       const int cols = std::min(kPanel, N - p * kPanel);
       float* cp = c + p * kPanel;
       int r = 0;
+      if (cols <= 8) {  // a narrow last panel: 12 rows of one vector (6 would wait on the FMA latency)
+        for (; r + 12 <= n; r += 12) {
+          panel_kernel<12, 1>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * ldc, ldc, acc, cols);
+        }
+      }
       for (; r + kRows <= n; r += kRows) {
         panel_rows<kRows>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * ldc, ldc, acc, cols);
       }
@@ -408,6 +413,11 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* gates = ws.gates.data();
   float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
+  // The projected input of slot s at step t (a trajectory slot is fed the padding row).
+  auto table_row = [&](int s, int t) {
+    const int b = ws.row_of_slot[s];
+    return table + (b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t) * H4;
+  };
   float* cs = ws.cs.data();
   std::fill_n(cs, SH, 0.f);  // zero initial state (h_{-1} is never read: step 0 has no product)
 
@@ -436,12 +446,20 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
       if (n > 0) {
         float* z = gates + size_t(gate_block(t)) * SH4 + size_t(w0) * H4;  // (n,4H)
         for (int s = w0; s < active; ++s) {
-          const int b = ws.row_of_slot[s];
-          const size_t row = b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t;
-          std::memcpy(z + size_t(s - w0) * H4, table + row * H4, H4 * sizeof(float));
+          std::memcpy(z + size_t(s - w0) * H4, table_row(s, t), H4 * sizeof(float));
         }
         if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, H4, z, true);  // h_{-1} = 0
         for (int s = w0; s < active; ++s) {
+          // Fetch what step t+1 copies in for this slot (its table row; in training, its
+          // fresh gates row, far beyond the caches) while step t computes.
+          if (t + 1 < T) {
+            const float* src = table_row(s, t + 1);
+            for (int c = 0; c < H4; c += 16) __builtin_prefetch(src + c);
+            if (training) {
+              float* dst = gates + size_t(t + 1) * SH4 + size_t(s) * H4;
+              for (int c = 0; c < H4; c += 16) __builtin_prefetch(dst + c, 1);
+            }
+          }
           cell_forward(z + size_t(s - w0) * H4, cprev + size_t(s) * H, cnext + size_t(s) * H,
                        hnext + size_t(s) * H, H);
         }
