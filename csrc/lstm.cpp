@@ -2,6 +2,9 @@
 #include "lstm.h"
 
 #include <omp.h>
+#ifdef __FMA__
+#include <immintrin.h>
+#endif
 
 #include <Eigen/Dense>
 #include <algorithm>
@@ -46,6 +49,16 @@ typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
 // FMA-bound on AVX2 (8 loads per 12 FMAs).
 constexpr int kPanel = 16;  // packed column panel width: 2 vectors of 8
 constexpr int kRows = 6;
+
+// acc + x * b, rounded once: an explicit FMA where the CPU has one, so that every tile shape
+// rounds alike (left to the compiler, a 1-row tile was seen compiled without contraction).
+static inline v8 fmadd(float x, v8 b, v8 acc) {
+#ifdef __FMA__
+  return _mm256_fmadd_ps(_mm256_set1_ps(x), b, acc);
+#else
+  return x * b + acc;  // no FMA instruction: never contracted
+#endif
+}
 
 // B (K,N) row-major, or given transposed as (N,K) -> panels (ceil(N/16), K, 16), zero-padded.
 // `out` holds at least panel_floats(K, N).
@@ -99,7 +112,7 @@ static inline void panel_kernel(const float* a, size_t ars, size_t aks, const fl
     for (int v = 0; v < V; ++v) b[v] = *reinterpret_cast<const v8u*>(bp + size_t(k) * brs + 8 * v);
     for (int r = 0; r < Rows; ++r) {
       const float x = a[r * ars + k * aks];
-      for (int v = 0; v < V; ++v) acc[r][v] += x * b[v];
+      for (int v = 0; v < V; ++v) acc[r][v] = fmadd(x, b[v], acc[r][v]);
     }
   }
   for (int r = 0; r < Rows; ++r) {

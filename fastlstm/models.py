@@ -331,17 +331,19 @@ class Sequential:
         batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
         x = _as_batchable(x, "x")
         self._ensure_built(x)
-        outs = [self._forward(x[s:s + batch_size], training=False)[0] for s in range(0, len(x), batch_size)]
+        outs = [self._forward(x[g], training=False)[0] for g in _inference_groups(len(x), batch_size)]
         if not outs:
             return np.zeros((0,) + tuple(self._output_shape[1:]), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def _evaluate(self, x, y, batch_size):
         total_loss, total_correct, n = 0.0, 0, len(x)
-        for s in range(0, n, batch_size):
-            probs, logits = self._forward(x[s:s + batch_size], training=False)
-            losses, _, _, correct = self._loss(y[s:s + batch_size], probs, logits)
-            total_loss, total_correct = total_loss + float(losses.sum()), total_correct + correct
+        for g in _inference_groups(n, batch_size):
+            probs, logits = self._forward(x[g], training=False)
+            losses, _, _, correct = self._loss(y[g], probs, logits)
+            for s in range(0, len(losses), batch_size):  # summed batch by batch, as always
+                total_loss += float(losses[s:s + batch_size].sum())
+            total_correct += correct
         if n == 0:
             raise ValueError("evaluate got no samples")
         return total_loss / n, total_correct / n
@@ -356,6 +358,16 @@ class Sequential:
         if (1 if verbose == "auto" else verbose):
             print(f"{len(x)} samples - loss: {loss:.4f}" + (f" - accuracy: {acc:.4f}" if self.metrics else ""))
         return self._result(loss, acc)
+
+
+_INFERENCE_ROWS = 1024  # about this many rows per forward call in predict and evaluate
+
+
+def _inference_groups(n, batch_size):
+    """Slices of whole batches of about _INFERENCE_ROWS rows: fewer, larger forward calls
+    (each row's result does not depend on which rows share its call)."""
+    step = batch_size * max(1, _INFERENCE_ROWS // batch_size)
+    return [slice(s, s + step) for s in range(0, n, step)]
 
 
 def _positive_int(v, name, allow_zero=False):

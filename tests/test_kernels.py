@@ -238,6 +238,20 @@ def test_one_and_two_threads_are_bitwise_identical(rng, threads):
         np.testing.assert_array_equal(a, b_)
 
 
+def test_a_row_does_not_depend_on_the_rows_beside_it(rng):
+    # Every product rounds in k order with one FMA per term whatever the tile a row lands
+    # in, so forward results are bitwise the same whichever rows share the call.
+    emb, K, R, b, ids, table = token_problem(rng, 200, 12, 8, 6, 30)
+    one_by_one = lambda f, n, step: np.concatenate([f(s, min(s + step, n)) for s in range(0, n, step)])
+    np.testing.assert_array_equal(_core.affine(emb, K, b), one_by_one(lambda i, j: _core.affine(emb[i:j], K, b), 30, 1))
+    for step in (1, 7, 64):
+        h = one_by_one(lambda i, j: _core.lstm_forward_tokens(ids[i:j], table, R, pad_row=0, training=False), 200, step)
+        np.testing.assert_array_equal(_core.lstm_forward_tokens(ids, table, R, pad_row=0), h)
+        x = emb[ids]
+        h = one_by_one(lambda i, j: _core.lstm_forward(x[i:j], K, R, b, training=False), 200, step)
+        np.testing.assert_array_equal(_core.lstm_forward(x, K, R, b), h)
+
+
 def at_offset(a, offset):
     """A copy of a whose data starts `offset` floats past a 64-byte boundary."""
     buf = np.empty(a.size + 32, a.dtype)

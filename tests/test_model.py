@@ -133,6 +133,23 @@ def test_adam_update_refuses_arrays_it_cannot_update_in_place():
         _core.adam_update(ok.copy(), np.zeros(5, np.float32), ok.copy(), ok.copy(), 0.1, 0.1, 0.1, 1e-7)
 
 
+def test_predict_and_evaluate_do_not_depend_on_how_rows_are_grouped(rng):
+    # predict/evaluate forward ~1024 rows per call; the logits are bitwise what batch-by-batch
+    # calls give (numpy's exp in the softmax may round a last bit differently by position).
+    model = small_model()
+    x, y = small_data(rng, n=2500)
+    Y = to_categorical(y, 5)
+    logits = model._forward(x, training=False)[1]
+    one_by_one = np.concatenate([model._forward(x[s:s + 7], training=False)[1] for s in range(0, 2500, 7)])
+    np.testing.assert_array_equal(logits, one_by_one)
+    probs = np.concatenate([model.predict(x[s:s + 7], batch_size=7) for s in range(0, 2500, 7)])
+    np.testing.assert_allclose(model.predict(x, batch_size=7, verbose=0), probs, rtol=1e-6, atol=0)
+    loss, acc = model.evaluate(x, Y, batch_size=100, verbose=0)
+    per_batch = [model.evaluate(x[s:s + 100], Y[s:s + 100], batch_size=100, verbose=0) for s in range(0, 2500, 100)]
+    assert loss == pytest.approx(sum(l for l, _ in per_batch) / 25, rel=1e-6)
+    assert acc == sum(a * 100 for _, a in per_batch) / 2500
+
+
 def test_evaluate_matches_numpy(rng):
     model = small_model()
     x, y = small_data(rng, n=45)
