@@ -253,100 +253,89 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
 // ---------------------------------------------------------------------------------------
 // One LSTM cell, one row: the gate math on data still in cache, in one pass over packets of
 // kP units (Eigen's packet math: its sigmoid and tanh, vectorised for this CPU). A row's
-// last, partial packet goes through zero-padded copies, so every unit is computed by the
-// same packet code, whatever the row's alignment (Eigen's own loops peel to scalar code).
+// last, partial packet is loaded and stored under a lane mask (zero lanes past the row), so
+// every unit is computed by the same packet code, whatever the row's length or alignment
+// (Eigen's own loops peel to scalar code).
 
 namespace ei = Eigen::internal;
 using Packet = ei::packet_traits<float>::type;
 constexpr int kP = ei::packet_traits<float>::size;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"  // __m256 as a template argument
+constexpr bool kMasked = ei::unpacket_traits<Packet>::masked_load_available &&
+                         ei::unpacket_traits<Packet>::masked_store_available;
+#pragma GCC diagnostic pop
 
 static inline Packet sigmoid(const Packet& x) { return ei::scalar_logistic_op<float>().packetOp(x); }
 
-// Runs f(j) on the full packets of a row of H units (units j..j+kP-1), then f(-1) for a last
-// partial packet, which f reads from and writes to zero-padded scratch copies.
+// The first m (1..kP) floats at p as a packet, zeros past them; and the reverse. (Templates
+// only so that the masked branch is not compiled where the packet type has no masks.)
+template <class P = Packet>
+static inline P load(const float* p, int m) {
+  if (m == kP) return ei::ploadu<P>(p);
+  if constexpr (kMasked) {
+    return ei::ploadu<P>(p, typename ei::unpacket_traits<P>::mask_t((1u << m) - 1));
+  } else {  // no masked loads (SSE): through a zero-padded copy
+    alignas(64) float t[kP] = {};
+    std::copy_n(p, m, t);
+    return ei::pload<P>(t);
+  }
+}
+template <class P = Packet>
+static inline void store(float* p, const P& x, int m) {
+  if (m == kP) return ei::pstoreu(p, x);
+  if constexpr (kMasked) {
+    ei::pstoreu(p, x, typename ei::unpacket_traits<P>::mask_t((1u << m) - 1));
+  } else {
+    alignas(64) float t[kP];
+    ei::pstore(t, x);
+    std::copy_n(t, m, p);
+  }
+}
+
+// Runs f(j, m) over a row of H units in packets: units j..j+m-1, m = kP but for the last.
 template <class F>
 static inline void for_packets(int H, F&& f) {
-  int j = 0;
-  for (; j + kP <= H; j += kP) f(j);
-  if (j < H) f(-1);
+  for (int j = 0; j < H; j += kP) f(j, std::min(kP, H - j));
 }
 
 // z (4H) in: pre-activations, out: activated gates i,f,g,o. c_prev (H) -> c (H), h (H).
 static inline void cell_forward(float* z, const float* c_prev, float* c, float* h, int H) {
-  const int j_tail = H / kP * kP, tail = H - j_tail;
-  alignas(64) float tmp[7][kP] = {};  // the partial packet: 4 gates, c_prev, c, h
-  if (tail) {
-    for (int g = 0; g < 4; ++g) std::copy_n(z + g * H + j_tail, tail, tmp[g]);
-    std::copy_n(c_prev + j_tail, tail, tmp[4]);
-  }
-  for_packets(H, [&](int j) {
-    float *zi = j >= 0 ? z + j : tmp[0], *zf = j >= 0 ? z + H + j : tmp[1];
-    float *zg = j >= 0 ? z + 2 * H + j : tmp[2], *zo = j >= 0 ? z + 3 * H + j : tmp[3];
-    const float* cp = j >= 0 ? c_prev + j : tmp[4];
-    float *cc = j >= 0 ? c + j : tmp[5], *hh = j >= 0 ? h + j : tmp[6];
-    const Packet i = sigmoid(ei::ploadu<Packet>(zi)), f = sigmoid(ei::ploadu<Packet>(zf));
-    const Packet g = ei::ptanh(ei::ploadu<Packet>(zg)), o = sigmoid(ei::ploadu<Packet>(zo));
-    const Packet cn = ei::padd(ei::pmul(f, ei::ploadu<Packet>(cp)), ei::pmul(i, g));
-    ei::pstoreu(zi, i), ei::pstoreu(zf, f), ei::pstoreu(zg, g), ei::pstoreu(zo, o);
-    ei::pstoreu(cc, cn);
-    ei::pstoreu(hh, ei::pmul(o, ei::ptanh(cn)));  // h = o * tanh(c), as h_of recomputes it
+  for_packets(H, [&](int j, int m) {
+    const Packet i = sigmoid(load(z + j, m)), f = sigmoid(load(z + H + j, m));
+    const Packet g = ei::ptanh(load(z + 2 * H + j, m)), o = sigmoid(load(z + 3 * H + j, m));
+    const Packet cn = ei::padd(ei::pmul(f, load(c_prev + j, m)), ei::pmul(i, g));
+    store(z + j, i, m), store(z + H + j, f, m), store(z + 2 * H + j, g, m), store(z + 3 * H + j, o, m);
+    store(c + j, cn, m);
+    store(h + j, ei::pmul(o, ei::ptanh(cn)), m);  // h = o * tanh(c), as h_of recomputes it
   });
-  if (tail) {
-    for (int g = 0; g < 4; ++g) std::copy_n(tmp[g], tail, z + g * H + j_tail);
-    std::copy_n(tmp[5], tail, c + j_tail);
-    std::copy_n(tmp[6], tail, h + j_tail);
-  }
 }
 
 // tanh_c (H) = tanh(c (H)), bitwise what cell_forward computed for h = o * tanh(c).
 static inline void tanh_row(const float* c, float* tanh_c, int H) {
-  const int j_tail = H / kP * kP, tail = H - j_tail;
-  alignas(64) float tmp[2][kP] = {};  // c, tanh_c
-  if (tail) std::copy_n(c + j_tail, tail, tmp[0]);
-  for_packets(H, [&](int j) {
-    ei::pstoreu(j >= 0 ? tanh_c + j : tmp[1], ei::ptanh(ei::ploadu<Packet>(j >= 0 ? c + j : tmp[0])));
-  });
-  if (tail) std::copy_n(tmp[1], tail, tanh_c + j_tail);
+  for_packets(H, [&](int j, int m) { store(tanh_c + j, ei::ptanh(load(c + j, m)), m); });
 }
 
 // a (4H) activated gates; c_prev, tanh(c) (H); dh (H) = dL/dh_t; dc (H) in: dL/dc_t from
 // step t+1, out: dL/dc_{t-1}; dz (4H) out: dL/dz_t.
 static inline void cell_backward(const float* a, const float* c_prev, const float* tanh_c,
                                  const float* dh, float* dc, float* dz, int H) {
-  const int j_tail = H / kP * kP, tail = H - j_tail;
-  alignas(64) float tmp[8][kP] = {};   // 4 gates, c_prev, tanh_c, dh, dc
-  alignas(64) float tdzs[4][kP] = {};  // dz i,f,g,o
-  if (tail) {
-    for (int g = 0; g < 4; ++g) std::copy_n(a + g * H + j_tail, tail, tmp[g]);
-    std::copy_n(c_prev + j_tail, tail, tmp[4]);
-    std::copy_n(tanh_c + j_tail, tail, tmp[5]);
-    std::copy_n(dh + j_tail, tail, tmp[6]);
-    std::copy_n(dc + j_tail, tail, tmp[7]);
-  }
   const Packet one = ei::pset1<Packet>(1.f);
-  for_packets(H, [&](int j) {
-    auto in = [&](const float* p, int g) { return ei::ploadu<Packet>(j >= 0 ? p + j : tmp[g]); };
-    const Packet i = in(a, 0), f = in(a + H, 1), g = in(a + 2 * H, 2), o = in(a + 3 * H, 3);
-    const Packet cp = in(c_prev, 4), t = in(tanh_c, 5), dH = in(dh, 6);
-    float* dcp = j >= 0 ? dc + j : tmp[7];
+  for_packets(H, [&](int j, int m) {
+    const Packet i = load(a + j, m), f = load(a + H + j, m), g = load(a + 2 * H + j, m);
+    const Packet o = load(a + 3 * H + j, m);
+    const Packet cp = load(c_prev + j, m), t = load(tanh_c + j, m), dH = load(dh + j, m);
     // h = o * tanh(c)
     const Packet dzo = ei::pmul(ei::pmul(ei::pmul(dH, t), o), ei::psub(one, o));
-    const Packet dC = ei::padd(ei::ploadu<Packet>(dcp),
+    const Packet dC = ei::padd(load(dc + j, m),
                                ei::pmul(ei::pmul(dH, o), ei::psub(one, ei::pmul(t, t))));
     // c = f * c_prev + i * g
     const Packet dzi = ei::pmul(ei::pmul(ei::pmul(dC, g), i), ei::psub(one, i));
     const Packet dzf = ei::pmul(ei::pmul(ei::pmul(dC, cp), f), ei::psub(one, f));
     const Packet dzg = ei::pmul(ei::pmul(dC, i), ei::psub(one, ei::pmul(g, g)));
-    ei::pstoreu(dcp, ei::pmul(dC, f));
-    ei::pstoreu(j >= 0 ? dz + j : tdzs[0], dzi);
-    ei::pstoreu(j >= 0 ? dz + H + j : tdzs[1], dzf);
-    ei::pstoreu(j >= 0 ? dz + 2 * H + j : tdzs[2], dzg);
-    ei::pstoreu(j >= 0 ? dz + 3 * H + j : tdzs[3], dzo);
+    store(dc + j, ei::pmul(dC, f), m);
+    store(dz + j, dzi, m), store(dz + H + j, dzf, m), store(dz + 2 * H + j, dzg, m), store(dz + 3 * H + j, dzo, m);
   });
-  if (tail) {
-    std::copy_n(tmp[7], tail, dc + j_tail);
-    for (int g = 0; g < 4; ++g) std::copy_n(tdzs[g], tail, dz + g * H + j_tail);
-  }
 }
 
 // ---------------------------------------------------------------------------------------
