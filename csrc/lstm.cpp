@@ -426,8 +426,9 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
 #pragma omp parallel num_threads(get_num_threads())
   {
   pack_panels(recurrent, H, H4, false, ws.rec_packed.data());  // by the whole team
-  // A thread owns a chunk for all time steps: no barrier per step.
-#pragma omp for schedule(static, 1)
+  // A thread owns a chunk for all time steps: no barrier per step. Chunks go to whichever
+  // thread is free (a chunk's results do not depend on which thread computes it).
+#pragma omp for schedule(dynamic, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
@@ -528,7 +529,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 #pragma omp parallel num_threads(nth)
   {
   pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
-#pragma omp for schedule(static, 1)
+#pragma omp for schedule(dynamic, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
