@@ -307,7 +307,7 @@ static inline void cell_forward(float* z, const float* c_prev, float* c, float* 
     const Packet cn = ei::padd(ei::pmul(f, load(c_prev + j, m)), ei::pmul(i, g));
     store(z + j, i, m), store(z + H + j, f, m), store(z + 2 * H + j, g, m), store(z + 3 * H + j, o, m);
     store(c + j, cn, m);
-    store(h + j, ei::pmul(o, ei::ptanh(cn)), m);  // h = o * tanh(c), as h_of recomputes it
+    store(h + j, ei::pmul(o, ei::ptanh(cn)), m);  // h = o * tanh(c), as backward recomputes it
   });
 }
 
