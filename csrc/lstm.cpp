@@ -341,6 +341,13 @@ static inline void cell_backward(const float* a, const float* c_prev, const floa
 // ---------------------------------------------------------------------------------------
 // Forward through time
 
+// The table row slot s reads at step t: the padding row for a trajectory slot, else its
+// row's token id (token input, ids (B,T)) or its position b*T + t (dense input, ids null).
+static size_t table_row(const Workspace& ws, const int32_t* ids, int pad_row, int s, int t) {
+  const int b = ws.row_of_slot[s];
+  return b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * ws.T + t]) : size_t(b) * ws.T + t;
+}
+
 void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
                   bool training) {
@@ -415,12 +422,8 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* gates = ws.gates.data();
   float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
-  // The projected input of slot s at step t (a trajectory slot is fed the padding row).
-  auto table_row = [&](int s, int t) {
-    const int b = ws.row_of_slot[s];
-    return table + (b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * T + t]) : size_t(b) * T + t) * H4;
-  };
   float* cs = ws.cs.data();
+  auto input = [&](int s, int t) { return table + table_row(ws, ids, pad_row, s, t) * H4; };
   std::fill_n(cs, SH, 0.f);  // zero initial state (h_{-1} is never read: step 0 has no product)
 
 #pragma omp parallel num_threads(get_num_threads())
@@ -449,14 +452,14 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
       if (n > 0) {
         float* z = gates + size_t(gate_block(t)) * SH4 + size_t(w0) * H4;  // (n,4H)
         for (int s = w0; s < active; ++s) {
-          std::memcpy(z + size_t(s - w0) * H4, table_row(s, t), H4 * sizeof(float));
+          std::memcpy(z + size_t(s - w0) * H4, input(s, t), H4 * sizeof(float));
         }
         if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, H4, z, true);  // h_{-1} = 0
         for (int s = w0; s < active; ++s) {
           // Fetch what step t+1 copies in for this slot (its table row; in training, its
           // fresh gates row, far beyond the caches) while step t computes.
           if (t + 1 < T) {
-            const float* src = table_row(s, t + 1);
+            const float* src = input(s, t + 1);
             for (int c = 0; c < H4; c += 16) __builtin_prefetch(src + c);
             if (training) {
               float* dst = gates + size_t(t + 1) * SH4 + size_t(s) * H4;
@@ -510,6 +513,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH);
   const float* gates = ws.gates.data();
   const float* cs = ws.cs.data();
+  const int32_t* ids = ws.token_input ? ws.ids.data() : nullptr;
   float* dH = ws.dh.data();
   float* dC = ws.dc.data();
 
@@ -585,7 +589,6 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       if (kk + n > cap) flush();
       float* dz = dzg + size_t(kk) * ldz;  // (n,4H), row stride ldz
       for (int s = w0; s < active; ++s) {
-        const int b = ws.row_of_slot[s];
         // The activations (T,nslots,...) are far bigger than the caches: fetch what step t-1
         // reads of this row (gates, c_{t-2}) while step t computes.
         if (t > 0) {
@@ -597,7 +600,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
         cell_backward(gates + size_t(t) * SH4 + size_t(s) * H4, cs + size_t(t) * SH + size_t(s) * H,
                       tanh_of(s, t), dH + size_t(s) * H, dC + size_t(s) * H,
                       dz + size_t(s - w0) * ldz, H);
-        rowg[kk + s - w0] = b < 0 ? ws.pad_row : ws.token_input ? ws.ids[size_t(b) * T + t] : b * T + t;
+        rowg[kk + s - w0] = int32_t(table_row(ws, ids, ws.pad_row, s, t));
         // h_{t-1} = o_{t-1} * tanh(c_{t-1}); a row starting now took the trajectory's
         float* h = hg + size_t(kk + s - w0) * H;
         if (t == 0) {
