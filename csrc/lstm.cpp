@@ -2,8 +2,8 @@
 #include "lstm.h"
 
 #include <omp.h>
-#ifdef __FMA__
-#include <immintrin.h>
+#ifdef __AVX__
+#include <immintrin.h>  // masked loads and stores; FMA where the CPU has it
 #endif
 
 #include <Eigen/Dense>
@@ -90,21 +90,43 @@ struct PanelB {
 static PanelB packed_b(const float* bp, int ldk) { return {bp, size_t(ldk) * kPanel, kPanel}; }
 static PanelB rowmajor_b(const float* b, int ldb) { return {b, kPanel, size_t(ldb)}; }
 
+// The first m (1..8) floats at p, zeros past them; and the reverse. Masked (AVX), so a tile's
+// accumulators stay in registers whatever its width.
+static inline v8 load_cols(const float* p, int m) {
+  if (m == 8) return *reinterpret_cast<const v8u*>(p);
+#ifdef __AVX__
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return (v8)_mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(m), lanes));
+#else
+  v8 x{};
+  for (int j = 0; j < m; ++j) x[j] = p[j];
+  return x;
+#endif
+}
+static inline void store_cols(float* p, v8 x, int m) {
+  if (m == 8) {
+    *reinterpret_cast<v8u*>(p) = x;
+    return;
+  }
+#ifdef __AVX__
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(m), lanes), (__m256)x);
+#else
+  for (int j = 0; j < m; ++j) p[j] = x[j];
+#endif
+}
+
 // Rows x (V*8) block of C (+)= A (Rows,K) @ one panel (K,16), panel rows brs floats apart;
-// `cols` valid columns. A[r][k] is a[r * ars + k * aks], so A can be read transposed.
+// the last of the V vectors holds `last` (1..8) valid columns. A[r][k] is a[r * ars + k * aks],
+// so A can be read transposed.
 template <int Rows, int V>
 static inline void panel_kernel(const float* a, size_t ars, size_t aks, const float* bp,
-                                size_t brs, int K, float* c, int ldc, bool accumulate, int cols) {
+                                size_t brs, int K, float* c, int ldc, bool accumulate, int last) {
   v8 acc[Rows][V];
   for (int r = 0; r < Rows; ++r) {
     for (int v = 0; v < V; ++v) {
-      acc[r][v] = v8{};
-      if (!accumulate) continue;
-      if (cols >= 8 * (v + 1)) {
-        acc[r][v] = *reinterpret_cast<const v8u*>(c + size_t(r) * ldc + 8 * v);
-      } else {
-        for (int j = 8 * v; j < cols; ++j) acc[r][v][j - 8 * v] = c[size_t(r) * ldc + j];
-      }
+      const float* cv = c + size_t(r) * ldc + 8 * v;
+      acc[r][v] = !accumulate ? v8{} : v + 1 < V ? *reinterpret_cast<const v8u*>(cv) : load_cols(cv, last);
     }
   }
   for (int k = 0; k < K; ++k) {
@@ -116,21 +138,27 @@ static inline void panel_kernel(const float* a, size_t ars, size_t aks, const fl
     }
   }
   for (int r = 0; r < Rows; ++r) {
-    for (int v = 0; v < V; ++v) {
-      if (cols >= 8 * (v + 1)) {
-        *reinterpret_cast<v8u*>(c + size_t(r) * ldc + 8 * v) = acc[r][v];
-      } else {
-        for (int j = 8 * v; j < cols; ++j) c[size_t(r) * ldc + j] = acc[r][v][j - 8 * v];
-      }
-    }
+    for (int v = 0; v + 1 < V; ++v) *reinterpret_cast<v8u*>(c + size_t(r) * ldc + 8 * v) = acc[r][v];
+    store_cols(c + size_t(r) * ldc + 8 * (V - 1), acc[r][V - 1], last);
   }
 }
 
 template <int Rows>
 static inline void panel_rows(const float* a, size_t ars, size_t aks, const float* bp, size_t brs,
                               int K, float* c, int ldc, bool accumulate, int cols) {
-  if (cols > 8) panel_kernel<Rows, 2>(a, ars, aks, bp, brs, K, c, ldc, accumulate, cols);
+  if (cols > 8) panel_kernel<Rows, 2>(a, ars, aks, bp, brs, K, c, ldc, accumulate, cols - 8);
   else panel_kernel<Rows, 1>(a, ars, aks, bp, brs, K, c, ldc, accumulate, cols);
+}
+
+// Rows of the next row tile when m rows are left: 6, but for the last 7-9 or 13 rows, which
+// go as 4+3, 4+4, 5+4 and 5+4+4 rather than leave a tile of 1-3 rows (too few independent
+// accumulators to keep both FMA units busy).
+static int tile_rows(int m) {
+  switch (m) {
+    case 7: case 8: return 4;
+    case 9: case 13: return 5;
+    default: return std::min(m, kRows);
+  }
 }
 
 // C (n,N) = A (n,K) @ B (K,N), or C += A @ B, with A[r][k] at a[r * ars + k * aks]
@@ -160,18 +188,18 @@ static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, Pa
           panel_kernel<12, 1>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * ldc, ldc, acc, cols);
         }
       }
-      for (; r + kRows <= n; r += kRows) {
-        panel_rows<kRows>(ak + r * ars, ars, aks, panel, brs, kb, cp + size_t(r) * ldc, ldc, acc, cols);
-      }
-      const float* ar = ak + r * ars;
-      float* cr = cp + size_t(r) * ldc;
-      switch (n - r) {  // the last rows
-        case 5: panel_rows<5>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
-        case 4: panel_rows<4>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
-        case 3: panel_rows<3>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
-        case 2: panel_rows<2>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
-        case 1: panel_rows<1>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
-        default: break;
+      for (int rows; r < n; r += rows) {
+        rows = tile_rows(n - r);
+        const float* ar = ak + r * ars;
+        float* cr = cp + size_t(r) * ldc;
+        switch (rows) {
+          case 6: panel_rows<6>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+          case 5: panel_rows<5>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+          case 4: panel_rows<4>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+          case 3: panel_rows<3>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+          case 2: panel_rows<2>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+          default: panel_rows<1>(ar, ars, aks, panel, brs, kb, cr, ldc, acc, cols); break;
+        }
       }
     }
   }
@@ -185,19 +213,35 @@ static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, Pa
 // and the Dense layer. The same kernel as the recurrent products, over pieces of rows fixed
 // by the shapes (see batch_chunks).
 
-constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece
+constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece, about
+
+// An even number of row pieces of about `rows` rows each (even: two threads get equal shares);
+// piece p holds rows [N p / pieces, N (p+1) / pieces).
+static int even_pieces(int N, int rows) { return N > 0 ? 2 * ((N + 2 * rows - 1) / (2 * rows)) : 0; }
+static int piece_row(int N, int pieces, int p) { return int(int64_t(N) * p / pieces); }
+
+// Scratch that lives as long as the calling thread, grown, never shrunk (no allocation, no
+// zeroing per call; concurrent callers, e.g. predict from several threads, each have their own).
+static float* scratch(int slot, size_t floats) {
+  thread_local FloatBuf bufs[2];
+  grow(bufs[slot], floats);
+  return bufs[slot].data();
+}
 
 void affine(const float* x, const float* kernel, const float* bias, int N, int E, int M,
             float* z) {
   // x (N,E), kernel (E,M), bias (M) -> z (N,M)
-  FloatBuf kp(panel_floats(E, M));
-  pack_panels(kernel, E, M, false, kp.data());
-  const int pieces = (N + kRowPiece - 1) / kRowPiece;
-#pragma omp parallel for schedule(static) num_threads(get_num_threads())
-  for (int p = 0; p < pieces; ++p) {
-    const int r0 = p * kRowPiece, n = std::min(kRowPiece, N - r0);
-    for (int r = r0; r < r0 + n; ++r) std::copy_n(bias, M, z + size_t(r) * M);
-    gemm_packed(x + size_t(r0) * E, E, 1, n, E, packed_b(kp.data(), E), M, z + size_t(r0) * M, true);
+  float* kp = scratch(0, panel_floats(E, M));
+  const int pieces = even_pieces(N, kRowPiece);
+#pragma omp parallel num_threads(get_num_threads())
+  {
+    pack_panels(kernel, E, M, false, kp);  // by the whole team
+#pragma omp for schedule(static)
+    for (int p = 0; p < pieces; ++p) {
+      const int r0 = piece_row(N, pieces, p), n = piece_row(N, pieces, p + 1) - r0;
+      for (int r = r0; r < r0 + n; ++r) std::copy_n(bias, M, z + size_t(r) * M);
+      gemm_packed(x + size_t(r0) * E, E, 1, n, E, packed_b(kp, E), M, z + size_t(r0) * M, true);
+    }
   }
 }
 
@@ -207,7 +251,7 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
   // dkernel (E,M) = x^T @ dz and dbias = sum of dz's rows: a sum over N, taken in an even
   // number of row pieces (at most 512 rows: x's piece stays in cache), each into its own
   // partial sum, then the partials added in piece order.
-  const int pieces = N > 0 ? 2 * ((N + 1023) / 1024) : 0;
+  const int pieces = even_pieces(N, 512);
   const int ldp = round_up(M, kPanel);  // partial rows padded to whole panels
   FloatBuf dzp;  // dz in panels when its rows are not whole panels
   PanelB dzb = rowmajor_b(dz, M);
@@ -216,19 +260,16 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
     pack_panels(dz, N, M, false, dzp.data());
     dzb = packed_b(dzp.data(), N);
   }
-  FloatBuf part(size_t(pieces) * (E + 1) * ldp);  // per piece: dkernel (E,M) and dbias (M)
-  FloatBuf ktp;  // kernel^T (M,E) in panels, for dx = dz @ kernel^T
-  if (dx) {
-    ktp.resize(panel_floats(M, E));
-    pack_panels(kernel, M, E, true, ktp.data());
-  }
-  const int row_pieces = dx ? (N + kRowPiece - 1) / kRowPiece : 0;
+  float* part = scratch(0, size_t(pieces) * (E + 1) * ldp);  // per piece: dkernel (E,M), dbias (M)
+  float* ktp = dx ? scratch(1, panel_floats(M, E)) : nullptr;  // kernel^T (M,E) in panels
+  const int row_pieces = dx ? even_pieces(N, kRowPiece) : 0;
 #pragma omp parallel num_threads(get_num_threads())
   {
+    if (dx) pack_panels(kernel, M, E, true, ktp);  // by the whole team
 #pragma omp for schedule(static) nowait
     for (int p = 0; p < pieces; ++p) {
-      const int r0 = int(int64_t(N) * p / pieces), r1 = int(int64_t(N) * (p + 1) / pieces);
-      float* dk = part.data() + size_t(p) * (E + 1) * ldp;
+      const int r0 = piece_row(N, pieces, p), r1 = piece_row(N, pieces, p + 1);
+      float* dk = part + size_t(p) * (E + 1) * ldp;
       PanelB rows = dzb;
       rows.b += size_t(r0) * dzb.row_stride;
       gemm_packed(x + size_t(r0) * E, 1, E, E, r1 - r0, rows, M, dk, false, ldp);
@@ -238,14 +279,14 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
     }
 #pragma omp for schedule(static)
     for (int p = 0; p < row_pieces; ++p) {
-      const int r0 = p * kRowPiece, n = std::min(kRowPiece, N - r0);
-      gemm_packed(dz + size_t(r0) * M, M, 1, n, M, packed_b(ktp.data(), M), E, dx + size_t(r0) * E, false);
+      const int r0 = piece_row(N, row_pieces, p), n = piece_row(N, row_pieces, p + 1) - r0;
+      gemm_packed(dz + size_t(r0) * M, M, 1, n, M, packed_b(ktp, M), E, dx + size_t(r0) * E, false);
     }
 #pragma omp for schedule(static)
     for (int e = 0; e <= E; ++e) {  // row e of dkernel, or dbias
       float* out = e < E ? dkernel + size_t(e) * M : dbias;
       std::fill_n(out, M, 0.f);
-      for (int p = 0; p < pieces; ++p) VecMap(out, M) += ConstVecMap(part.data() + (size_t(p) * (E + 1) + e) * ldp, M);
+      for (int p = 0; p < pieces; ++p) VecMap(out, M) += ConstVecMap(part + (size_t(p) * (E + 1) + e) * ldp, M);
     }
   }
 }
