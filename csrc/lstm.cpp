@@ -213,7 +213,7 @@ static void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, Pa
 // and the Dense layer. The same kernel as the recurrent products, over pieces of rows fixed
 // by the shapes (see batch_chunks).
 
-constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece, about
+constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece (about: see even_pieces)
 
 // An even number of row pieces of about `rows` rows each (even: two threads get equal shares);
 // piece p holds rows [N p / pieces, N (p+1) / pieces).
