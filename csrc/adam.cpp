@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "lstm.h"  // get_num_threads
+#include "threads.h"
 
 namespace fastlstm {
 

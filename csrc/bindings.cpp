@@ -12,6 +12,7 @@
 
 #include "adam.h"
 #include "lstm.h"
+#include "threads.h"
 
 namespace py = pybind11;
 using namespace fastlstm;
@@ -37,7 +38,7 @@ static py::array_t<T, py::array::c_style> checked(py::handle obj, const char* na
                           std::string(py::str(py::type::of(obj).attr("__name__"))));
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!a.dtype().is(py::dtype::of<T>())) {
+  if (!a.dtype().equal(py::dtype::of<T>())) {  // equal, not is: an unpickled array's dtype is another object
     throw py::value_error(std::string(name) + " must have dtype " +
                           std::string(py::str(py::dtype::of<T>())) + ", got " +
                           std::string(py::str(a.dtype())));
@@ -59,8 +60,12 @@ static py::array_t<T, py::array::c_style> checked(py::handle obj, const char* na
   return py::array_t<T, py::array::c_style>::ensure(a);
 }
 
+// Sizes the kernels index with int: a clear error past 2**31 - 1.
 static int as_int(py::ssize_t v, const char* what) {
-  if (v > py::ssize_t(1) << 30) throw py::value_error(std::string(what) + " is too large");
+  if (v > py::ssize_t(INT32_MAX)) {
+    throw py::value_error(std::string(what) + " = " + std::to_string(v) +
+                          " is too large: the kernels take sizes below 2**31");
+  }
   return int(v);
 }
 
@@ -91,6 +96,32 @@ static py::array_t<float> in_place(py::handle obj, const char* name) {
   return py::reinterpret_borrow<py::array_t<float>>(obj);
 }
 
+// Runs prepare() (checks and output arrays: needs the GIL, may read the workspace), then
+// compute() (the kernels, without the GIL), all with the workspace locked: no other call on
+// it runs in between. Deadlock-free: no thread waits for `busy` while it holds the GIL.
+template <class Prepare, class Compute>
+static void locked(Workspace& ws, Prepare&& prepare, Compute&& compute) {
+  py::gil_scoped_release nogil;
+  std::lock_guard<std::mutex> lock(ws.busy);
+  {
+    py::gil_scoped_acquire gil;
+    prepare();
+  }
+  compute();
+}
+
+// In a child forked after threaded use the kernels run single-threaded: say so, once.
+static void warn_if_forked() {
+  if (take_fork_notice() &&
+      PyErr_WarnEx(PyExc_RuntimeWarning,
+                   "fastlstm: this process was forked after the kernels ran threads; OpenMP's "
+                   "threads do not survive fork(), so the kernels run single-threaded here (same "
+                   "results). Use the 'spawn' or 'forkserver' start method for threaded children.",
+                   1) < 0) {
+    throw py::error_already_set();
+  }
+}
+
 static void check_backward(const Workspace& ws, bool token_input) {
   if (!ws.has_forward || ws.token_input != token_input) {
     throw py::value_error(std::string("backward needs a preceding ") +
@@ -102,11 +133,30 @@ static void check_backward(const Workspace& ws, bool token_input) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm C++ kernels: fused LSTM forward/backward through time (Keras semantics)";
 
-  m.def("set_num_threads", [](int n) {
-    if (n < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(n));
-    set_num_threads(n);
-  }, py::arg("n"));
-  m.def("get_num_threads", &get_num_threads);
+  m.def("set_num_threads", [](py::handle n) {
+    if (!PyLong_Check(n.ptr()) || PyBool_Check(n.ptr())) {
+      throw py::type_error("number of threads must be an int, got " +
+                           std::string(py::str(py::type::of(n).attr("__name__"))));
+    }
+    const long long v = n.cast<long long>();
+    if (v < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(v));
+    set_num_threads(int(std::min<long long>(v, INT32_MAX)));
+  }, py::arg("n"),
+  "Threads the kernels use: n >= 1, capped at the CPUs this process may run on (more threads\n"
+  "than cores only slow these compute-bound kernels; results are the same for any count).");
+  m.def("get_num_threads", &get_num_threads,
+        "Threads the kernels use now: set_num_threads's n, else OMP_NUM_THREADS, else the CPUs of\n"
+        "this process's affinity mask; never more than those CPUs; 1 in a child forked after\n"
+        "threaded use.");
+  m.def("build_info", [] {
+    py::dict d;
+#ifdef FASTLSTM_SANITIZE_BUILD
+    d["sanitize"] = true;
+#else
+    d["sanitize"] = false;
+#endif
+    return d;
+  }, "How this extension was built: {'sanitize': ASan + UBSan build}.");
   m.def("fma_peak_gflops", [](int threads) {
     if (threads < 1) throw py::value_error("threads must be >= 1");
     py::gil_scoped_release nogil;
@@ -115,6 +165,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("adam_update", [](py::handle w_, py::handle g_, py::handle m_, py::handle v_, float alpha,
                           float one_minus_beta_1, float one_minus_beta_2, float epsilon) {
+    warn_if_forked();
     auto w = in_place(w_, "w"), mom = in_place(m_, "m"), vel = in_place(v_, "v");
     std::vector<py::ssize_t> shape(w.shape(), w.shape() + w.ndim());
     auto g = checked<float>(g_, "g", "as w", shape);
@@ -134,16 +185,17 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<>());
 
   m.def("affine", [](py::handle x_, py::handle kernel_, py::handle bias_) {
+    warn_if_forked();
     auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
     const py::ssize_t N = x.shape(0), E = x.shape(1);
     auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t H4 = kernel.shape(1);
     auto bias = checked<float>(bias_, "bias", "(M,)", {H4});
+    const int n = as_int(N, "N"), e = as_int(E, "E"), m = as_int(H4, "M");
     F32 z({N, H4});
     {
       py::gil_scoped_release nogil;
-      affine(x.data(), kernel.data(), bias.data(), as_int(N, "N"), as_int(E, "E"),
-                       as_int(H4, "4H"), z.mutable_data());
+      affine(x.data(), kernel.data(), bias.data(), n, e, m, z.mutable_data());
     }
     return z;
   }, py::arg("x"), py::arg("kernel"), py::arg("bias"),
@@ -151,6 +203,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("affine_backward", [](py::handle x_, py::handle kernel_, py::handle dz_,
                                         bool need_dx) {
+    warn_if_forked();
     auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
     const py::ssize_t N = x.shape(0), E = x.shape(1);
     auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
@@ -160,11 +213,11 @@ PYBIND11_MODULE(_core, m) {
     std::optional<F32> dx;
     if (need_dx) dx.emplace(std::vector<py::ssize_t>{N, E});
     float* dx_ptr = dx ? dx->mutable_data() : nullptr;
+    const int n = as_int(N, "N"), e = as_int(E, "E"), m = as_int(H4, "M");
     {
       py::gil_scoped_release nogil;
-      affine_backward(x.data(), kernel.data(), dz.data(), as_int(N, "N"),
-                                as_int(E, "E"), as_int(H4, "4H"), dx_ptr,
-                                dkernel.mutable_data(), dbias.mutable_data());
+      affine_backward(x.data(), kernel.data(), dz.data(), n, e, m, dx_ptr,
+                      dkernel.mutable_data(), dbias.mutable_data());
     }
     py::object dx_out = dx ? py::object(*dx) : py::none();
     return py::make_tuple(dx_out, dkernel, dbias);
@@ -174,6 +227,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("lstm_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                            py::handle bias_, bool return_sequences,
                            std::shared_ptr<Workspace> ws, bool training) {
+    warn_if_forked();
     auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
     const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
     auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {-1, -1});
@@ -184,15 +238,14 @@ PYBIND11_MODULE(_core, m) {
     }
     auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
     auto bias = checked<float>(bias_, "bias", "(4H,)", {4 * H});
+    const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), h = as_int(H, "H");
+    as_int(B * T, "B*T (positions of dense input)");
     ws = workspace_or_new(ws);
     HiddenStates out(B, T, H, return_sequences);
-    {
-      py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> lock(ws->busy);
-      lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(),
-                         as_int(B, "B"), as_int(T, "T"), as_int(E, "E"), as_int(H, "H"),
+    locked(*ws, [] {}, [&] {
+      lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), b, t, e, h,
                          out.last.mutable_data(), out.seq_data(), training);
-    }
+    });
     return out.result();
   }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
@@ -202,25 +255,27 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("lstm_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
                             py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_) {
+    warn_if_forked();
     if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward");
-    check_backward(*ws, false);
-    const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
-    auto x = checked<float>(x_, "x", "(B, T, E) as in forward", {B, T, E});
-    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
-    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
-    auto dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
-    std::optional<F32> dh_seq;
-    if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
-    const float* dseq_ptr = dh_seq ? dh_seq->data() : nullptr;
-    F32 dx({B, T, E}), dkernel({E, 4 * H}), drecurrent({H, 4 * H}), dbias({4 * H});
-    {
-      py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> lock(ws->busy);
-      lstm_backward_dense(*ws, x.data(), kernel.data(), recurrent.data(), dh_last.data(),
-                          dseq_ptr, dx.mutable_data(), dkernel.mutable_data(),
-                          drecurrent.mutable_data(), dbias.mutable_data());
-    }
-    return py::make_tuple(dx, dkernel, drecurrent, dbias);
+    std::optional<F32> x, kernel, recurrent, dh_last, dh_seq, dx, dkernel, drecurrent, dbias;
+    locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
+      check_backward(*ws, false);
+      const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
+      x = checked<float>(x_, "x", "(B, T, E) as in forward", {B, T, E});
+      kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
+      recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
+      dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
+      if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
+      dx.emplace(std::vector<py::ssize_t>{B, T, E});
+      dkernel.emplace(std::vector<py::ssize_t>{E, 4 * H});
+      drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
+      dbias.emplace(std::vector<py::ssize_t>{4 * H});
+    }, [&] {
+      lstm_backward_dense(*ws, x->data(), kernel->data(), recurrent->data(), dh_last->data(),
+                          dh_seq ? dh_seq->data() : nullptr, dx->mutable_data(),
+                          dkernel->mutable_data(), drecurrent->mutable_data(), dbias->mutable_data());
+    });
+    return py::make_tuple(*dx, *dkernel, *drecurrent, *dbias);
   }, py::arg("workspace"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
   py::arg("dh_last"), py::arg("dh_seq") = py::none(),
   "Backward of lstm_forward -> (dx (B,T,E), dkernel (E,4H), drecurrent (H,4H), dbias (4H)).");
@@ -228,6 +283,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("lstm_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
                                   int pad_row, bool return_sequences,
                                   std::shared_ptr<Workspace> ws, bool training) {
+    warn_if_forked();
     auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
     const py::ssize_t B = ids.shape(0), T = ids.shape(1);
     auto table = checked<float>(table_, "table", "(U, 4H)", {-1, -1});
@@ -251,15 +307,13 @@ PYBIND11_MODULE(_core, m) {
                               std::to_string(U) + ")");
       }
     }
+    const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
     ws = workspace_or_new(ws);
     HiddenStates out(B, T, H, return_sequences);
-    {
-      py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> lock(ws->busy);
-      lstm_forward(*ws, table.data(), as_int(U, "U"), id, pad_row, recurrent.data(),
-                   as_int(B, "B"), as_int(T, "T"), as_int(H, "H"), out.last.mutable_data(),
-                   out.seq_data(), training);
-    }
+    locked(*ws, [] {}, [&] {
+      lstm_forward(*ws, table.data(), u, id, pad_row, recurrent.data(), b, t, h,
+                   out.last.mutable_data(), out.seq_data(), training);
+    });
     return out.result();
   }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
@@ -270,22 +324,22 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("lstm_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
                                    py::handle dh_last_, py::handle dh_seq_) {
+    warn_if_forked();
     if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward_tokens");
-    check_backward(*ws, true);
-    const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
-    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
-    auto dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
-    std::optional<F32> dh_seq;
-    if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
-    const float* dseq_ptr = dh_seq ? dh_seq->data() : nullptr;
-    F32 dtable({U, 4 * H}), drecurrent({H, 4 * H});
-    {
-      py::gil_scoped_release nogil;
-      std::lock_guard<std::mutex> lock(ws->busy);
-      lstm_backward(*ws, recurrent.data(), dh_last.data(), dseq_ptr, dtable.mutable_data(),
-                    drecurrent.mutable_data());
-    }
-    return py::make_tuple(dtable, drecurrent);
+    std::optional<F32> recurrent, dh_last, dh_seq, dtable, drecurrent;
+    locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
+      check_backward(*ws, true);
+      const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
+      recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
+      dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
+      if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
+      dtable.emplace(std::vector<py::ssize_t>{U, 4 * H});
+      drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
+    }, [&] {
+      lstm_backward(*ws, recurrent->data(), dh_last->data(), dh_seq ? dh_seq->data() : nullptr,
+                    dtable->mutable_data(), drecurrent->mutable_data());
+    });
+    return py::make_tuple(*dtable, *drecurrent);
   }, py::arg("workspace"), py::arg("recurrent_kernel"), py::arg("dh_last"),
   py::arg("dh_seq") = py::none(),
   "Backward of lstm_forward_tokens -> (dtable (U,4H), drecurrent (H,4H)).");

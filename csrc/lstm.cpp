@@ -1,5 +1,6 @@
 // Fused LSTM forward/backward through time. See lstm.h for the math and the layouts.
 #include "lstm.h"
+#include "threads.h"
 
 #include <omp.h>
 #ifdef __AVX__
@@ -16,15 +17,6 @@ namespace fastlstm {
 
 using VecMap = Eigen::Map<Eigen::ArrayXf>;
 using ConstVecMap = Eigen::Map<const Eigen::ArrayXf>;
-
-static std::atomic<int> g_num_threads{0};  // 0: not set, use all cores
-
-void set_num_threads(int n) { g_num_threads = n; }
-
-int get_num_threads() {
-  int n = g_num_threads;
-  return n > 0 ? n : omp_get_num_procs();
-}
 
 template <class V>
 static void grow(V& v, size_t n) {
@@ -465,7 +457,10 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
   float* cs = ws.cs.data();
   auto input = [&](int s, int t) { return table + table_row(ws, ids, pad_row, s, t) * H4; };
-  std::fill_n(cs, SH, 0.f);  // zero initial state (h_{-1} is never read: step 0 has no product)
+  // Zero initial state. Step 0 has no product, so h_{-1} is read only as the output when
+  // T = 0 (it must not be a previous call's).
+  std::fill_n(cs, SH, 0.f);
+  std::fill_n(hs, SH, 0.f);
 
 #pragma omp parallel num_threads(get_num_threads())
   {
@@ -551,7 +546,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   grow(ws.row_group, size_t(nchunks) * cap);
   grow(ws.drec_chunk, size_t(nchunks) * H * H4);
   if (private_dtable) grow(ws.dtable_chunk, size_t(nchunks - 1) * U * H4);
-  grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH);
+  grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH), grow(ws.tanh_step, nslots);
   const float* gates = ws.gates.data();
   const float* cs = ws.cs.data();
   const int32_t* ids = ws.token_input ? ws.ids.data() : nullptr;
@@ -604,7 +599,8 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     };
     // tanh(c_t) of slot s, computed at step t+1 (for h_t) and used again at step t.
     float* tanh_c = ws.tanh_c.data();
-    std::vector<int> tanh_step(hi - traj, -1);  // which step's tanh(c) each slot holds
+    int* tanh_step = ws.tanh_step.data() + traj;  // which step's tanh(c) each slot holds
+    std::fill_n(tanh_step, hi - traj, -1);
     auto tanh_of = [&](int s, int t) {         // tanh(c_t) of slot s
       float* tc = tanh_c + size_t(s) * H;
       if (tanh_step[s - traj] != t) {
@@ -716,7 +712,7 @@ double fma_peak_gflops(int threads) {
   constexpr int kChains = 12;
   float sink = 0.f;
   const double t0 = omp_get_wtime();
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
+#pragma omp parallel num_threads(team_size(threads)) reduction(+ : sink)
   {
     static volatile float opaque_mul = 0.999f, opaque_add = 1e-3f;  // unknown at compile time
     const v8 mul = v8{} + opaque_mul, add = v8{} + opaque_add;
@@ -728,7 +724,7 @@ double fma_peak_gflops(int threads) {
     for (int i = 0; i < kChains; ++i) sink += acc[i][0];
   }
   const double seconds = omp_get_wtime() - t0;
-  const double flop = 2.0 * 8 * kChains * double(kIters) * threads;
+  const double flop = 2.0 * 8 * kChains * double(kIters) * team_size(threads);
   static volatile float keep;
   keep = sink;  // the chains' results are used
   return flop / seconds / 1e9;

@@ -21,10 +21,6 @@
 
 namespace fastlstm {
 
-// Number of OpenMP threads the kernels use (default: all cores).
-void set_num_threads(int n);
-int get_num_threads();
-
 // Everything the forward pass keeps for backward, reused between calls (grown, never
 // shrunk). Time-major: block t holds all slots of step t. The batch is split into chunks (a
 // thread's unit of work); each chunk is a contiguous slot range: first its own copy of the
@@ -54,6 +50,7 @@ struct Workspace {
   FloatBuf hs;           // (2,nslots,H) block t % 2 = h_{t-1} (h is recomputed in backward)
   FloatBuf dh, dc;       // (nslots,H) running gradients wrt the state
   FloatBuf tanh_c;       // (nslots,H) backward: tanh(c) of a step, computed once, used twice
+  std::vector<int> tanh_step;  // (nslots) backward: the step whose tanh(c) tanh_c holds
   FloatBuf rec_packed;   // recurrent (H,4H) in column panels, for h @ recurrent
   FloatBuf rect_packed;  // recurrent^T (4H,H) in column panels, for dz @ recurrent^T
   FloatBuf dz_group;     // per chunk: dL/dz rows of a few steps, row stride padded to 16

@@ -11,10 +11,31 @@ from fastlstm import _core, initializers
 
 
 class Layer:
+    # Attributes that hold per-call scratch (workspaces, what backward needs from the last
+    # training call): never pickled or deep-copied, re-created empty by _init_scratch.
+    _scratch = ()
+
     def __init__(self, name=None, input_shape=None):
         self.name = name or type(self).__name__.lower()
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.built = False
+        self._init_scratch()
+
+    def _init_scratch(self):
+        pass
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in self._scratch}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_scratch()
+
+    def _check_ndim(self, input_shape, ndim, what):
+        """Keras's input check, before any weight is made from the shape."""
+        if len(input_shape) != ndim:
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
+                             f"ndim={ndim}, found ndim={len(input_shape)} ({what}); got shape {tuple(input_shape)}")
 
     @property
     def weights(self):
@@ -25,9 +46,10 @@ class Layer:
         return sum(w.size for w in self.weights)
 
     def add_weight(self, initializer, shape):
-        """A new weight array: float32, C-contiguous (the kernels and Adam update it in place)."""
+        """A new weight array: float32, C-contiguous (the kernels and Adam update it in place),
+        always a copy (training must not change an array the initializer handed over)."""
         shape = tuple(int(s) for s in shape)
-        w = np.ascontiguousarray(initializer(shape), dtype=np.float32)
+        w = np.array(initializer(shape), dtype=np.float32, order="C", copy=True)
         if w.shape != shape:
             raise ValueError(f"{self.name}: the initializer returned shape {w.shape}, expected {shape}")
         return w
@@ -63,6 +85,9 @@ class Embedding(Layer):
         for what, v in (("input_dim", input_dim), ("output_dim", output_dim)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{what} must be a positive integer, got {v!r}")
+        if input_dim > 2**31:
+            raise ValueError(f"input_dim = {input_dim} is too large: token ids are int32, so "
+                             "input_dim is at most 2**31")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
 
@@ -74,7 +99,10 @@ class Embedding(Layer):
     def weights(self):
         return [self.embeddings] if self.built else []
 
+    _scratch = ("_ids",)
+
     def output_shape(self, input_shape):
+        self._check_ndim(input_shape, 2, "(batch, timesteps) token ids")
         return tuple(input_shape[:2]) + (self.output_dim,)
 
     def ids(self, x):
@@ -135,7 +163,11 @@ class Dense(Layer):
             return []
         return [self.kernel, self.bias] if self.use_bias else [self.kernel]
 
+    _scratch = ("_x", "_y")
+
     def output_shape(self, input_shape):
+        if len(input_shape) < 2:
+            self._check_ndim(input_shape, 2, "(batch, ..., features)")
         return tuple(input_shape[:-1]) + (self.units,)
 
     def _bias(self):
@@ -193,6 +225,11 @@ class LSTM(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+
+    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_embedding",
+                "embedding_grad")
+
+    def _init_scratch(self):
         self._workspace = _core.Workspace()  # training: activations kept for backward, reused
         self._inference = threading.local()  # inference: one reused workspace per thread
 
@@ -215,6 +252,7 @@ class LSTM(Layer):
         return w + [self.bias] if self.use_bias else w
 
     def output_shape(self, input_shape):
+        self._check_ndim(input_shape, 3, "(batch, timesteps, features)")
         B, T = input_shape[0], input_shape[1]
         return (B, T, self.units) if self.return_sequences else (B, self.units)
 

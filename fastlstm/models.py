@@ -1,8 +1,9 @@
 """`Sequential`: Keras's model API (compile / fit / evaluate / predict / weights) over fastlstm layers."""
+import contextlib
 import math
 import os
+import secrets
 import signal
-import tempfile
 import threading
 import time
 
@@ -31,9 +32,23 @@ class Sequential:
         self.name, self.layers = name, []
         self.optimizer = self.loss = None
         self.metrics = []
-        self._lock = threading.RLock()  # one training step at a time
+        self._init_locks()
         for layer in layers or []:
             self.add(layer)
+
+    def _init_locks(self):
+        self._lock = threading.RLock()  # one training step at a time
+        # Inference reads the weights while a training step's optimizer updates them in place
+        # (the kernels release the GIL): a predict or evaluate call sees the weights before
+        # or after a step, never part of one.
+        self._weights_lock = _ReadWriteLock()
+
+    def __getstate__(self):  # locks are per process; layers drop their own scratch
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_weights_lock")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_locks()
 
     # ---- structure --------------------------------------------------------------------
     def add(self, layer):
@@ -51,12 +66,16 @@ class Sequential:
         return bool(self.layers) and all(layer.built for layer in self.layers)
 
     def build(self, input_shape):
-        """Create every layer's weights for inputs of `input_shape` (batch first)."""
+        """Create every layer's weights for inputs of `input_shape` (batch first). Every
+        layer's input is checked first, so a wrong shape builds nothing."""
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            if not layer.built and not isinstance(layer, Embedding) and shape[-1] is None:
+                raise ValueError(f"{layer.name} needs its input's last dimension; pass input_shape")
+            shape = layer.output_shape(shape)
         shape = tuple(input_shape)
         for layer in self.layers:
             if not layer.built:
-                if not isinstance(layer, Embedding) and shape[-1] is None:
-                    raise ValueError(f"{layer.name} needs its input's last dimension; pass input_shape")
                 layer.build(shape)
             shape = layer.output_shape(shape)
         self._output_shape = shape
@@ -65,7 +84,10 @@ class Sequential:
         if not self.layers:
             raise ValueError("the model has no layers")
         if not self.built:
-            self.build(np.shape(x))
+            x = np.asarray(x)
+            if x.dtype.kind not in "fiub":
+                raise TypeError(f"the input of {self.layers[0].name!r} must hold numbers, got dtype {x.dtype}")
+            self.build(x.shape)
 
     @property
     def weights(self):
@@ -76,7 +98,8 @@ class Sequential:
 
     def summary(self, print_fn=print):
         rows = [("Layer (type)", "Output Shape", "Param #")]
-        shape = (None, None) if isinstance(self.layers[0], Embedding) else (None,) + (self.layers[0].input_shape or (None,))
+        first = self.layers[0] if self.layers else None
+        shape = (None, None) if isinstance(first, Embedding) else (None,) + ((first and first.input_shape) or (None,))
         for layer in self.layers:
             shape = layer.output_shape(shape) if layer.built else "?"
             rows.append((f"{layer.name} ({type(layer).__name__})", str(shape), f"{layer.count_params():,}"))
@@ -93,7 +116,8 @@ class Sequential:
     # ---- weights ------------------------------------------------------------------------
     def get_weights(self):
         """Copies of all weights, in Keras's order and shapes."""
-        return [w.copy() for w in self.weights]
+        with self._weights_lock.reading():
+            return [w.copy() for w in self.weights]
 
     def set_weights(self, weights):
         """Set all weights from a list like `get_weights()` (a Keras model's drops straight in)."""
@@ -109,15 +133,17 @@ class Sequential:
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"weight {k} must be numeric, got dtype {a.dtype}")
             new.append(a.astype(np.float32))
-        with self._lock:
+        with self._lock, self._weights_lock.writing():
             for w, a in zip(current, new):
                 w[...] = a
 
     def save_weights(self, filepath):
-        """Write all weights to an .npz file, atomically (a temporary file, then rename)."""
-        filepath = os.fspath(filepath)
-        folder = os.path.dirname(os.path.abspath(filepath))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastlstm-weights-")
+        """Write all weights to an .npz file, atomically (a temporary file, then rename).
+        The file's mode follows the umask, as np.savez's does."""
+        filepath = _npz_path(filepath)
+        folder, name = os.path.split(os.path.abspath(filepath))
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, *self.get_weights())
@@ -128,7 +154,7 @@ class Sequential:
 
     def load_weights(self, filepath):
         """Read weights written by `save_weights`; counts and shapes are checked."""
-        with np.load(os.fspath(filepath), allow_pickle=False) as f:
+        with np.load(_npz_path(filepath), allow_pickle=False) as f:
             arrays = [f[f"arr_{k}"] for k in range(len(f.files))]
         self.set_weights(arrays)
 
@@ -169,13 +195,12 @@ class Sequential:
 
     def _backward(self, dout=None, dlogits=None):
         """Gradients of every weight, in `weights` order."""
-        grads = [None] * len(self.layers)
-        last = self.layers[-1]
-        d, grads[-1] = last.backward(dout, dz=dlogits) if isinstance(last, Dense) else last.backward(dout)
-        k = len(self.layers) - 2
+        n = len(self.layers)
+        grads = [None] * n
+        d, k = dout, n - 1
         while k >= 0:
             layer = self.layers[k]
-            d, grads[k] = layer.backward(d)
+            d, grads[k] = layer.backward(d, dz=dlogits) if k == n - 1 and isinstance(layer, Dense) else layer.backward(d)
             if isinstance(layer, LSTM) and layer._mode == "tokens":
                 grads[k - 1] = [layer.embedding_grad]
                 k -= 1
@@ -240,7 +265,8 @@ class Sequential:
             if not np.all(np.isfinite(losses)):
                 raise FloatingPointError("the loss is not finite; lower the learning rate or check the data")
             grads = self._backward(dprobs, dlogits)
-            self.optimizer.apply(grads, self.weights)
+            with self._weights_lock.writing():
+                self.optimizer.apply(grads, self.weights)
         return float(losses.sum()), correct
 
     def train_on_batch(self, x, y):
@@ -312,6 +338,9 @@ class Sequential:
                     logs["accuracy"] = total_correct / n
                 if validation_data is not None:
                     val = self._evaluate(x_val, y_val, batch_size)
+                    if stop.requested:
+                        raise KeyboardInterrupt(f"training stopped by Ctrl-C during validation in epoch "
+                                                f"{epoch + 1}, after its last batch; the model is usable")
                     logs["val_loss"] = val[0]
                     if self.metrics:
                         logs["val_accuracy"] = val[1]
@@ -331,21 +360,23 @@ class Sequential:
         batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
         x = _as_batchable(x, "x")
         self._ensure_built(x)
-        outs = [self._forward(x[g], training=False)[0] for g in _inference_groups(len(x), batch_size)]
+        with self._weights_lock.reading():
+            outs = [self._forward(x[g], training=False)[0] for g in _inference_groups(len(x), batch_size)]
         if not outs:
             return np.zeros((0,) + tuple(self._output_shape[1:]), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def _evaluate(self, x, y, batch_size):
         total_loss, total_correct, n = 0.0, 0, len(x)
-        for g in _inference_groups(n, batch_size):
-            probs, logits = self._forward(x[g], training=False)
-            losses, _, _, correct = self._loss(y[g], probs, logits)
-            for s in range(0, len(losses), batch_size):  # summed batch by batch, as always
-                total_loss += float(losses[s:s + batch_size].sum())
-            total_correct += correct
         if n == 0:
             raise ValueError("evaluate got no samples")
+        with self._weights_lock.reading():
+            for g in _inference_groups(n, batch_size):
+                probs, logits = self._forward(x[g], training=False)
+                losses, _, _, correct = self._loss(y[g], probs, logits)
+                for s in range(0, len(losses), batch_size):  # summed batch by batch, as always
+                    total_loss += float(losses[s:s + batch_size].sum())
+                total_correct += correct
         return total_loss / n, total_correct / n
 
     def evaluate(self, x, y, batch_size=32, verbose="auto"):
@@ -387,6 +418,53 @@ def _as_batchable(x, name):
     if x.ndim < 2:
         raise ValueError(f"{name} must have a batch and a time axis, got shape {x.shape}")
     return x
+
+
+def _npz_path(filepath):
+    """filepath for a weights file: fastlstm writes .npz; Keras's formats are a clear error."""
+    filepath = os.fspath(filepath)
+    if filepath.lower().endswith((".h5", ".hdf5", ".keras")):
+        raise ValueError(f"{filepath!r}: fastlstm reads and writes weights as .npz files (numpy's "
+                         "format) for now, not Keras's HDF5 or .keras files; use a name ending in .npz")
+    return filepath
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer goes before new readers (so a stream of
+    predict calls cannot hold a training step off for ever). Not re-entrant."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextlib.contextmanager
+    def reading(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def writing(self):
+        with self._cond:
+            self._writers_waiting += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
 class _StopAtBatchEnd:

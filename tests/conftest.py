@@ -2,21 +2,27 @@ import os
 
 # Keras (the reference in some tests) runs on the torch backend: textbook dense Adam, CPU.
 os.environ.setdefault("KERAS_BACKEND", "torch")
-import pathlib
-
 import numpy as np
 import pytest
 
 import fastlstm
 
-DATA_DIR = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from fastlstm.datasets import _files, reuters
+
+
+def find_data_dir():
+    """The folder of a verified reuters.npz, found as the library finds it ($FASTLSTM_DATA_DIR,
+    the Keras cache, fastlstm's cache), never downloaded; None when there is none."""
+    found = _files.find_local("reuters.npz", reuters.NPZ_SHA256)
+    return None if found is None else found.parent
 
 
 @pytest.fixture(scope="session")
 def data_dir():
-    """The real Reuters files: FASTLSTM_DATA_DIR, else ../shared/data beside the checkout."""
-    d = pathlib.Path(os.environ.get("FASTLSTM_DATA_DIR", DATA_DIR))
-    assert (d / "reuters.npz").is_file(), f"Reuters data not found in {d}; set FASTLSTM_DATA_DIR"
+    """The real Reuters files. Missing data fails the test (CI sets FASTLSTM_DATA_DIR)."""
+    d = find_data_dir()
+    assert d is not None, ("Reuters data not found: set FASTLSTM_DATA_DIR to a folder holding "
+                           "reuters.npz, or put it in ~/.keras/datasets")
     return d
 
 

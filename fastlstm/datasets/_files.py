@@ -43,19 +43,30 @@ def find_file(fname, origin, file_hash, path=None):
             raise FileNotFoundError(f"{p} does not exist")
         _check_hash(p, file_hash)
         return p
+    found = find_local(fname, file_hash)
+    if found is not None:
+        return found
+    own = cache_dir() / fname
+    _download(origin, own, file_hash)  # replaces a corrupt cached copy
+    return own
+
+
+def find_local(fname, file_hash):
+    """The verified copy of `fname` on this machine, or None: $FASTLSTM_DATA_DIR, the Keras
+    cache ~/.keras/datasets (a bad copy in either is an error), fastlstm's cache (a bad copy
+    there is ignored: it is downloaded again). Never downloads."""
     candidates = []
     if os.environ.get("FASTLSTM_DATA_DIR"):
         candidates.append(pathlib.Path(os.environ["FASTLSTM_DATA_DIR"]).expanduser() / fname)
     candidates.append(pathlib.Path.home() / ".keras" / "datasets" / fname)
-    own = cache_dir() / fname
     for p in candidates:
         if p.is_file():
             _check_hash(p, file_hash)
             return p
+    own = cache_dir() / fname
     if own.is_file() and sha256(own) == file_hash:
         return own
-    _download(origin, own, file_hash)  # replaces a corrupt cached copy
-    return own
+    return None
 
 
 def _check_hash(p, file_hash):

@@ -1,0 +1,18 @@
+// The kernels' thread count: one setting for every parallel region, safe after fork().
+#pragma once
+
+namespace fastlstm {
+
+// Threads the kernels use: min(requested, usable CPUs). Requested: set_num_threads(n), else
+// OMP_NUM_THREADS, else the CPUs in this process's affinity mask. 1 in a child forked after
+// the parent ran threads (libgomp's thread pool does not survive fork: a team would hang).
+int get_num_threads();
+void set_num_threads(int n);  // n >= 1 (checked by the caller)
+
+// A team size for a region that asks for `n` threads: capped like get_num_threads().
+int team_size(int n);
+
+// True once in a child forked after threaded use (then never again): the caller warns.
+bool take_fork_notice();
+
+}  // namespace fastlstm
