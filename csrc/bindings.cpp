@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "adam.h"
+#include "affine.h"
+#include "gemm.h"
 #include "lstm.h"
 #include "threads.h"
 

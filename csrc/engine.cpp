@@ -1,0 +1,329 @@
+// The time-loop engine. See engine.h.
+#include "engine.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "gemm.h"
+#include "lstm_cell.h"
+#include "threads.h"
+
+namespace fastlstm {
+
+// Work is split into pieces (chunks of batch rows, row panels or k panels of a GEMM) fixed
+// by the problem size only, never by the thread count: each piece is computed the same way
+// whichever thread takes it, so results are bitwise identical for any number of threads.
+static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B + 63) / 64))); }
+
+// ---------------------------------------------------------------------------------------
+// Forward through time
+
+// The table row slot s reads at step t: the padding row for a trajectory slot, else its
+// row's token id (token input, ids (B,T)) or its position b*T + t (dense input, ids null).
+static size_t table_row(const Workspace& ws, const int32_t* ids, int pad_row, int s, int t) {
+  const int b = ws.row_of_slot[s];
+  return b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * ws.T + t]) : size_t(b) * ws.T + t;
+}
+
+void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
+                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
+                  bool training) {
+  const int H4 = 4 * H;
+  // Training with token input: chunks 1.. keep their own (U,4H) table gradient, so bound
+  // their number to keep that memory within the activations' (B*T rows of 4H).
+  int nchunks = batch_chunks(B);
+  if (training && ids) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
+  nchunks = std::max(1, std::min(nchunks, B));
+  const int nslots = B + nchunks;
+  const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
+
+  ws.has_forward = false;
+  ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
+  ws.token_input = ids != nullptr;
+  ws.pad_row = ids ? pad_row : -1;
+  if (ids && training) ws.ids.assign(ids, ids + size_t(B) * T);
+  grow(ws.row_of_slot, nslots), grow(ws.start, nslots);
+  // Training keeps gates and c of every step for backward; inference only the last ones.
+  // h is never kept: backward recomputes h_{t-1} = o_{t-1} * tanh(c_{t-1}) (less memory
+  // traffic, and the tanh is needed there anyway).
+  auto gate_block = [&](int t) { return training ? t : 0; };
+  auto c_block = [&](int t) { return training ? t : t % 2; };
+  grow(ws.gates, size_t(training ? T : 1) * SH4);
+  grow(ws.cs, size_t(training ? T + 1 : 2) * SH);
+  grow(ws.hs, 2 * SH);
+
+  // Start step of each row: the length of its leading run of padding (T: all padding).
+  std::vector<int> row_start(B, 0);
+  if (ids && pad_row >= 0) {
+    for (int b = 0; b < B; ++b) {
+      const int32_t* r = ids + size_t(b) * T;
+      int s = 0;
+      while (s < T && r[s] == pad_row) ++s;
+      row_start[b] = s;
+    }
+  }
+
+  // Slots: rows sorted by start, dealt to chunks back and forth (0 1 1 0 0 1 ...: balanced
+  // work); each chunk's slot range is its trajectory slot, then its rows in start order.
+  std::vector<int> order(B);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return row_start[a] < row_start[b]; });
+  std::vector<std::vector<int>> chunk_rows(nchunks);
+  for (int k = 0; k < B; ++k) {
+    const int i = k % nchunks, j = (k / nchunks) % 2 ? nchunks - 1 - i : i;
+    chunk_rows[j].push_back(order[k]);
+  }
+  ws.chunk_lo.assign(nchunks + 1, 0);
+  ws.traj_end.assign(nchunks, 0);
+  ws.max_chunk = 0;
+  {
+    int slot = 0;
+    for (int j = 0; j < nchunks; ++j) {
+      ws.chunk_lo[j] = slot;
+      ws.row_of_slot[slot] = -1;
+      ws.start[slot] = 0;
+      ++slot;
+      for (int b : chunk_rows[j]) {
+        ws.row_of_slot[slot] = b;
+        ws.start[slot] = row_start[b];
+        ws.traj_end[j] = row_start[b];  // sorted: the last is the largest
+        ++slot;
+      }
+      ws.max_chunk = std::max(ws.max_chunk, slot - ws.chunk_lo[j]);
+    }
+    ws.chunk_lo[nchunks] = slot;
+  }
+
+  grow(ws.rec_packed, panel_floats(H, H4));
+  const PanelB rec = packed_b(ws.rec_packed.data(), H);
+  float* gates = ws.gates.data();
+  float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
+  float* cs = ws.cs.data();
+  auto input = [&](int s, int t) { return table + table_row(ws, ids, pad_row, s, t) * H4; };
+  // Zero initial state. Step 0 has no product, so h_{-1} is read only as the output when
+  // T = 0 (it must not be a previous call's).
+  std::fill_n(cs, SH, 0.f);
+  std::fill_n(hs, SH, 0.f);
+
+#pragma omp parallel num_threads(get_num_threads())
+  {
+  pack_panels(recurrent, H, H4, false, ws.rec_packed.data());  // by the whole team
+  // A thread owns a chunk for all time steps: no barrier per step. Chunks go to whichever
+  // thread is free (a chunk's results do not depend on which thread computes it).
+#pragma omp for schedule(dynamic, 1)
+  for (int j = 0; j < nchunks; ++j) {
+    const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
+    int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
+    for (int t = 0; t < T; ++t) {
+      float* hprev = hs + size_t(t % 2) * SH;
+      float* hnext = hs + size_t((t + 1) % 2) * SH;
+      float* cprev = cs + size_t(c_block(t)) * SH;
+      float* cnext = cs + size_t(c_block(t + 1)) * SH;
+      const int first_new = active;
+      while (active < hi && ws.start[active] <= t) ++active;
+      // Rows starting now continue from the trajectory's state h_{t-1}, c_{t-1}.
+      for (int s = first_new; t > 0 && s < active; ++s) {
+        std::memcpy(hprev + size_t(s) * H, hprev + size_t(traj) * H, H * sizeof(float));
+        std::memcpy(cprev + size_t(s) * H, cprev + size_t(traj) * H, H * sizeof(float));
+      }
+      const int w0 = t < S ? traj : traj + 1;  // the trajectory runs while rows wait for it
+      const int n = active - w0;
+      if (n > 0) {
+        float* z = gates + size_t(gate_block(t)) * SH4 + size_t(w0) * H4;  // (n,4H)
+        for (int s = w0; s < active; ++s) {
+          std::memcpy(z + size_t(s - w0) * H4, input(s, t), H4 * sizeof(float));
+        }
+        if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, H4, z, true);  // h_{-1} = 0
+        for (int s = w0; s < active; ++s) {
+          // Fetch what step t+1 copies in for this slot (its table row; in training, its
+          // fresh gates row, far beyond the caches) while step t computes.
+          if (t + 1 < T) {
+            const float* src = input(s, t + 1);
+            for (int c = 0; c < H4; c += 16) __builtin_prefetch(src + c);
+            if (training) {
+              float* dst = gates + size_t(t + 1) * SH4 + size_t(s) * H4;
+              for (int c = 0; c < H4; c += 16) __builtin_prefetch(dst + c, 1);
+            }
+          }
+          cell_forward(z + size_t(s - w0) * H4, cprev + size_t(s) * H, cnext + size_t(s) * H,
+                       hnext + size_t(s) * H, H);
+        }
+      }
+      // Outputs; a position still in the leading padding takes the trajectory's state.
+      for (int s = traj + 1; h_seq && s < hi; ++s) {
+        const float* h = hnext + size_t(s < active ? s : traj) * H;
+        std::memcpy(h_seq + (size_t(ws.row_of_slot[s]) * T + t) * H, h, H * sizeof(float));
+      }
+    }
+    const float* hT = hs + size_t(T % 2) * SH;
+    for (int s = traj + 1; s < hi; ++s) {
+      const float* h = hT + size_t(ws.start[s] < T ? s : traj) * H;
+      std::memcpy(h_last + size_t(ws.row_of_slot[s]) * H, h, H * sizeof(float));
+    }
+  }
+  }
+  ws.has_forward = training;
+}
+
+// ---------------------------------------------------------------------------------------
+// Backward through time
+
+constexpr int kGroupSteps = 2;  // time steps per drecurrent product and dtable scatter
+
+void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
+                   const float* dh_seq, float* dtable, float* drecurrent) {
+  const int T = ws.T, H = ws.H, U = ws.U, H4 = 4 * H, nslots = ws.nslots;
+  const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
+  const int nchunks = int(ws.chunk_lo.size()) - 1;
+  const int nth = get_num_threads();
+  const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
+
+  grow(ws.rect_packed, panel_floats(H4, H));
+  const PanelB rect = packed_b(ws.rect_packed.data(), H4);
+  // Per chunk, a group of up to kGroupSteps steps: dz rows (row stride ldz, so drecurrent
+  // reads them in place), the h_{t-1} rows and the table rows they belong to.
+  const int ldz = round_up(H4, kPanel);
+  const int cap = kGroupSteps * ws.max_chunk;
+  grow(ws.dz_group, size_t(nchunks) * cap * ldz);
+  grow(ws.h_group, size_t(nchunks) * cap * H);
+  grow(ws.row_group, size_t(nchunks) * cap);
+  grow(ws.drec_chunk, size_t(nchunks) * H * H4);
+  if (private_dtable) grow(ws.dtable_chunk, size_t(nchunks - 1) * U * H4);
+  grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH), grow(ws.tanh_step, nslots);
+  const float* gates = ws.gates.data();
+  const float* cs = ws.cs.data();
+  const int32_t* ids = ws.token_input ? ws.ids.data() : nullptr;
+  float* dH = ws.dh.data();
+  float* dC = ws.dc.data();
+
+  // Initial state gradients: dh_last for each row; an all-padding row's goes to its
+  // chunk's trajectory (its output was the trajectory's h_T).
+  std::fill_n(dH, SH, 0.f);
+  std::fill_n(dC, SH, 0.f);
+  for (int j = 0; j < nchunks; ++j) {
+    const int traj = ws.chunk_lo[j];
+    for (int s = traj + 1; s < ws.chunk_lo[j + 1]; ++s) {
+      const float* g = dh_last + size_t(ws.row_of_slot[s]) * H;
+      float* dst = dH + size_t(ws.start[s] < T ? s : traj) * H;
+      VecMap(dst, H) += ConstVecMap(g, H);
+    }
+  }
+
+#pragma omp parallel num_threads(nth)
+  {
+  pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
+#pragma omp for schedule(dynamic, 1)
+  for (int j = 0; j < nchunks; ++j) {
+    const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
+    // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
+    float* drec = ws.drec_chunk.data() + size_t(j) * H * H4;
+    float* dzg = ws.dz_group.data() + size_t(j) * cap * ldz;
+    float* hg = ws.h_group.data() + size_t(j) * cap * H;
+    int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
+    // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
+    // input: every position is its own row, so chunks share dtable (each zeroes its rows).
+    float* dtab = private_dtable && j > 0 ? ws.dtable_chunk.data() + size_t(j - 1) * U * H4 : dtable;
+    if (ws.token_input) {
+      if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * H4, 0.f);
+    } else {
+      for (int s = traj + 1; s < hi; ++s) {
+        std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * H4, size_t(T) * H4, 0.f);
+      }
+    }
+    std::fill_n(drec, size_t(H) * H4, 0.f);
+    int kk = 0;  // rows in the current group
+    // drecurrent += h_{t-1}^T @ dz_t and dtable[row] += dz_t over the group's rows
+    auto flush = [&] {
+      gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), H4, drec, true);
+      for (int r = 0; r < kk; ++r) {
+        VecMap(dtab + size_t(rowg[r]) * H4, H4) += ConstVecMap(dzg + size_t(r) * ldz, H4);
+      }
+      kk = 0;
+    };
+    // tanh(c_t) of slot s, computed at step t+1 (for h_t) and used again at step t.
+    float* tanh_c = ws.tanh_c.data();
+    int* tanh_step = ws.tanh_step.data() + traj;  // which step's tanh(c) each slot holds
+    std::fill_n(tanh_step, hi - traj, -1);
+    auto tanh_of = [&](int s, int t) {         // tanh(c_t) of slot s
+      float* tc = tanh_c + size_t(s) * H;
+      if (tanh_step[s - traj] != t) {
+        tanh_row(cs + size_t(t + 1) * SH + size_t(s) * H, tc, H);
+        tanh_step[s - traj] = t;
+      }
+      return tc;
+    };
+
+    int active = hi;  // row slots [traj+1, active) are past their leading padding at step t
+    for (int t = T - 1; t >= 0; --t) {
+      while (active > traj + 1 && ws.start[active - 1] > t) --active;
+      const int w0 = t < S ? traj : traj + 1;
+      const int n = active - w0;
+      if (dh_seq) {
+        for (int s = traj + 1; s < hi; ++s) {  // a padding position's output is the trajectory's
+          const int b = ws.row_of_slot[s];
+          float* dst = dH + size_t(s < active ? s : traj) * H;
+          VecMap(dst, H) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H, H);
+        }
+      }
+      if (n == 0) continue;
+      if (kk + n > cap) flush();
+      float* dz = dzg + size_t(kk) * ldz;  // (n,4H), row stride ldz
+      for (int s = w0; s < active; ++s) {
+        // The activations (T,nslots,...) are far bigger than the caches: fetch what step t-1
+        // reads of this row (gates, c_{t-2}) while step t computes.
+        if (t > 0) {
+          const float* g = gates + size_t(t - 1) * SH4 + size_t(s) * H4;
+          for (int c = 0; c < H4; c += 16) __builtin_prefetch(g + c);
+          const float* cp = cs + size_t(t - 1) * SH + size_t(s) * H;
+          for (int c = 0; c < H; c += 16) __builtin_prefetch(cp + c);
+        }
+        cell_backward(gates + size_t(t) * SH4 + size_t(s) * H4, cs + size_t(t) * SH + size_t(s) * H,
+                      tanh_of(s, t), dH + size_t(s) * H, dC + size_t(s) * H,
+                      dz + size_t(s - w0) * ldz, H);
+        rowg[kk + s - w0] = int32_t(table_row(ws, ids, ws.pad_row, s, t));
+        // h_{t-1} = o_{t-1} * tanh(c_{t-1}); a row starting now took the trajectory's
+        float* h = hg + size_t(kk + s - w0) * H;
+        if (t == 0) {
+          std::fill_n(h, H, 0.f);
+        } else {
+          const int src = s > traj && ws.start[s] == t ? traj : s;
+          const float* o = gates + size_t(t - 1) * SH4 + size_t(src) * H4 + 3 * H;
+          VecMap(h, H) = ConstVecMap(o, H) * ConstVecMap(tanh_of(src, t - 1), H);
+        }
+      }
+      kk += n;
+      if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
+      // dL/dh_{t-1} = dz_t @ recurrent^T       (from z_t = ... + h_{t-1} @ recurrent)
+      gemm_packed(dz, ldz, 1, n, H4, rect, H, dH + size_t(w0) * H, false);
+      // Rows that started at t took the trajectory's state h_{t-1}, c_{t-1}: add their
+      // gradients to the trajectory's (its own, if it ran at t, came from the product above).
+      for (int s = active - 1; s > traj && ws.start[s] == t; --s) {
+        VecMap(dH + size_t(traj) * H, H) += ConstVecMap(dH + size_t(s) * H, H);
+        VecMap(dC + size_t(traj) * H, H) += ConstVecMap(dC + size_t(s) * H, H);
+      }
+    }
+    if (kk > 0) flush();
+  }
+
+  // drecurrent and dtable: the chunks' partial sums, added in chunk order, by row blocks.
+  constexpr int kBlocks = 16;
+#pragma omp for schedule(static)
+  for (int p = 0; p < kBlocks; ++p) {
+    const size_t r0 = size_t(H) * p / kBlocks, r1 = size_t(H) * (p + 1) / kBlocks;
+    VecMap dR(drecurrent + r0 * H4, (r1 - r0) * H4);
+    dR = ConstVecMap(ws.drec_chunk.data() + r0 * H4, (r1 - r0) * H4);
+    for (int j = 1; j < nchunks; ++j) dR += ConstVecMap(ws.drec_chunk.data() + (j * size_t(H) + r0) * H4, (r1 - r0) * H4);
+    const size_t u0 = size_t(U) * p / kBlocks, u1 = size_t(U) * (p + 1) / kBlocks;
+    for (int j = 1; private_dtable && j < nchunks; ++j) {
+      const float* part = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
+      VecMap(dtable + u0 * H4, (u1 - u0) * H4) += ConstVecMap(part + u0 * H4, (u1 - u0) * H4);
+    }
+  }
+  }
+}
+
+}  // namespace fastlstm
