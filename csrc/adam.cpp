@@ -17,7 +17,7 @@ void adam_update(float* w, const float* g, float* m, float* v, size_t n, float a
                  float one_minus_beta_1, float one_minus_beta_2, float epsilon) {
   constexpr size_t kPiece = 16384;  // elements per parallel piece
   const long pieces = long((n + kPiece - 1) / kPiece);
-#pragma omp parallel for schedule(static) num_threads(get_num_threads())
+#pragma omp parallel for schedule(static) num_threads(team_threads())
   for (long p = 0; p < pieces; ++p) {
     const size_t lo = size_t(p) * kPiece, hi = std::min(n, lo + kPiece);
 #pragma omp simd

@@ -36,7 +36,7 @@ void affine(const float* x, const float* kernel, const float* bias, int N, int E
   // x (N,E), kernel (E,M), bias (M) -> z (N,M)
   float* kp = scratch(0, panel_floats(E, M));
   const int pieces = even_pieces(N, kRowPiece);
-#pragma omp parallel num_threads(get_num_threads())
+#pragma omp parallel num_threads(team_threads())
   {
     pack_panels(kernel, E, M, false, kp);  // by the whole team
 #pragma omp for schedule(static)
@@ -66,7 +66,7 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
   float* part = scratch(0, size_t(pieces) * (E + 1) * ldp);  // per piece: dkernel (E,M), dbias (M)
   float* ktp = dx ? scratch(1, panel_floats(M, E)) : nullptr;  // kernel^T (M,E) in panels
   const int row_pieces = dx ? even_pieces(N, kRowPiece) : 0;
-#pragma omp parallel num_threads(get_num_threads())
+#pragma omp parallel num_threads(team_threads())
   {
     if (dx) pack_panels(kernel, M, E, true, ktp);  // by the whole team
 #pragma omp for schedule(static) nowait

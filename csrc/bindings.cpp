@@ -136,13 +136,19 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm C++ kernels: fused LSTM forward/backward through time (Keras semantics)";
 
   m.def("set_num_threads", [](py::handle n) {
-    if (!PyLong_Check(n.ptr()) || PyBool_Check(n.ptr())) {
+    // Any integer (int, numpy's), not bool or float; huge values are capped like large ones.
+    if (PyBool_Check(n.ptr()) || !PyIndex_Check(n.ptr())) {
       throw py::type_error("number of threads must be an int, got " +
                            std::string(py::str(py::type::of(n).attr("__name__"))));
     }
-    const long long v = n.cast<long long>();
-    if (v < 1) throw py::value_error("number of threads must be >= 1, got " + std::to_string(v));
-    set_num_threads(int(std::min<long long>(v, INT32_MAX)));
+    py::object index = py::reinterpret_steal<py::object>(PyNumber_Index(n.ptr()));
+    if (!index) throw py::error_already_set();
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
+    if (overflow < 0 || (!overflow && v < 1)) {
+      throw py::value_error("number of threads must be >= 1, got " + std::string(py::str(n)));
+    }
+    set_num_threads(overflow > 0 ? INT32_MAX : int(std::min<long long>(v, INT32_MAX)));
   }, py::arg("n"),
   "Threads the kernels use: n >= 1, capped at the CPUs this process may run on (more threads\n"
   "than cores only slow these compute-bound kernels; results are the same for any count).");
@@ -301,19 +307,24 @@ PYBIND11_MODULE(_core, m) {
       throw py::value_error("pad_row must be -1 or a table row in [0, " + std::to_string(U) +
                             "), got " + std::to_string(pad_row));
     }
-    const int32_t* id = ids.data();
-    for (py::ssize_t k = 0; k < B * T; ++k) {
-      if (id[k] < 0 || id[k] >= U) {
-        throw py::value_error("ids[" + std::to_string(k / T) + ", " + std::to_string(k % T) +
-                              "] = " + std::to_string(id[k]) + " is not a table row in [0, " +
-                              std::to_string(U) + ")");
-      }
-    }
     const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
     ws = workspace_or_new(ws);
     HiddenStates out(B, T, H, return_sequences);
-    locked(*ws, [] {}, [&] {
-      lstm_forward(*ws, table.data(), u, id, pad_row, recurrent.data(), b, t, h,
+    locked(*ws, [&] {
+      // The ids are copied, then checked: the kernel reads the checked copy (another thread
+      // may change the caller's array at any time once the GIL is released).
+      const int32_t* src = ids.data();
+      ws->ids.assign(src, src + B * T);
+      const int32_t* id = ws->ids.data();
+      for (py::ssize_t k = 0; k < B * T; ++k) {
+        if (id[k] < 0 || id[k] >= U) {
+          throw py::value_error("ids[" + std::to_string(k / T) + ", " + std::to_string(k % T) +
+                                "] = " + std::to_string(id[k]) + " is not a table row in [0, " +
+                                std::to_string(U) + ")");
+        }
+      }
+    }, [&] {
+      lstm_forward(*ws, table.data(), u, true, pad_row, recurrent.data(), b, t, h,
                    out.last.mutable_data(), out.seq_data(), training);
     });
     return out.result();

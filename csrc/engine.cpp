@@ -22,29 +22,30 @@ static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B +
 // Forward through time
 
 // The table row slot s reads at step t: the padding row for a trajectory slot, else its
-// row's token id (token input, ids (B,T)) or its position b*T + t (dense input, ids null).
-static size_t table_row(const Workspace& ws, const int32_t* ids, int pad_row, int s, int t) {
+// row's token id (token input, ws.ids (B,T)) or its position b*T + t (dense input).
+static size_t table_row(const Workspace& ws, int s, int t) {
   const int b = ws.row_of_slot[s];
-  return b < 0 ? size_t(pad_row) : ids ? size_t(ids[size_t(b) * ws.T + t]) : size_t(b) * ws.T + t;
+  return b < 0 ? size_t(ws.pad_row)
+               : ws.token_input ? size_t(ws.ids[size_t(b) * ws.T + t]) : size_t(b) * ws.T + t;
 }
 
-void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
+void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
                   bool training) {
   const int H4 = 4 * H;
   // Training with token input: chunks 1.. keep their own (U,4H) table gradient, so bound
   // their number to keep that memory within the activations' (B*T rows of 4H).
   int nchunks = batch_chunks(B);
-  if (training && ids) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
+  if (training && token_input) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
   nchunks = std::max(1, std::min(nchunks, B));
   const int nslots = B + nchunks;
   const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
 
   ws.has_forward = false;
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
-  ws.token_input = ids != nullptr;
-  ws.pad_row = ids ? pad_row : -1;
-  if (ids && training) ws.ids.assign(ids, ids + size_t(B) * T);
+  ws.token_input = token_input;
+  ws.pad_row = token_input ? pad_row : -1;
+
   grow(ws.row_of_slot, nslots), grow(ws.start, nslots);
   // Training keeps gates and c of every step for backward; inference only the last ones.
   // h is never kept: backward recomputes h_{t-1} = o_{t-1} * tanh(c_{t-1}) (less memory
@@ -57,9 +58,9 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
 
   // Start step of each row: the length of its leading run of padding (T: all padding).
   std::vector<int> row_start(B, 0);
-  if (ids && pad_row >= 0) {
+  if (token_input && pad_row >= 0) {
     for (int b = 0; b < B; ++b) {
-      const int32_t* r = ids + size_t(b) * T;
+      const int32_t* r = ws.ids.data() + size_t(b) * T;
       int s = 0;
       while (s < T && r[s] == pad_row) ++s;
       row_start[b] = s;
@@ -103,13 +104,13 @@ void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, 
   float* gates = ws.gates.data();
   float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
   float* cs = ws.cs.data();
-  auto input = [&](int s, int t) { return table + table_row(ws, ids, pad_row, s, t) * H4; };
+  auto input = [&](int s, int t) { return table + table_row(ws, s, t) * H4; };
   // Zero initial state. Step 0 has no product, so h_{-1} is read only as the output when
   // T = 0 (it must not be a previous call's).
   std::fill_n(cs, SH, 0.f);
   std::fill_n(hs, SH, 0.f);
 
-#pragma omp parallel num_threads(get_num_threads())
+#pragma omp parallel num_threads(team_threads())
   {
   pack_panels(recurrent, H, H4, false, ws.rec_packed.data());  // by the whole team
   // A thread owns a chunk for all time steps: no barrier per step. Chunks go to whichever
@@ -179,7 +180,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   const int T = ws.T, H = ws.H, U = ws.U, H4 = 4 * H, nslots = ws.nslots;
   const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
-  const int nth = get_num_threads();
+  const int nth = team_threads();
   const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
 
   grow(ws.rect_packed, panel_floats(H4, H));
@@ -196,7 +197,6 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH), grow(ws.tanh_step, nslots);
   const float* gates = ws.gates.data();
   const float* cs = ws.cs.data();
-  const int32_t* ids = ws.token_input ? ws.ids.data() : nullptr;
   float* dH = ws.dh.data();
   float* dC = ws.dc.data();
 
@@ -284,7 +284,7 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
         cell_backward(gates + size_t(t) * SH4 + size_t(s) * H4, cs + size_t(t) * SH + size_t(s) * H,
                       tanh_of(s, t), dH + size_t(s) * H, dC + size_t(s) * H,
                       dz + size_t(s - w0) * ldz, H);
-        rowg[kk + s - w0] = int32_t(table_row(ws, ids, ws.pad_row, s, t));
+        rowg[kk + s - w0] = int32_t(table_row(ws, s, t));
         // h_{t-1} = o_{t-1} * tanh(c_{t-1}); a row starting now took the trajectory's
         float* h = hg + size_t(kk + s - w0) * H;
         if (t == 0) {

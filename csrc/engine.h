@@ -34,7 +34,7 @@ struct Workspace {
   bool has_forward = false;
   bool token_input = false;
   int pad_row = -1;
-  std::vector<int32_t> ids;        // (B,T) copy of the token ids of the last forward
+  std::vector<int32_t> ids;        // (B,T) token ids of the last forward (token input)
   std::vector<int> row_of_slot;    // (nslots) batch row, -1 for a trajectory slot
   std::vector<int> start;          // (nslots) per row slot: first step that is not leading padding
   std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk; chunk_lo[j] = its trajectory
@@ -58,11 +58,12 @@ struct Workspace {
 };
 
 // Forward through time.
-//   table (U,4H): projected inputs; ids (B,T) rows of table, or null for dense input
-//   (row b*T+t, U == B*T); pad_row: the table row of the padding token, or -1 for none.
+//   table (U,4H): projected inputs. token_input: ws.ids (B,T) holds rows of table, checked by
+//   the caller (who copies them there, so no other thread can change them); else dense
+//   input, row b*T+t (U == B*T). pad_row: the table row of the padding token, or -1 for none.
 //   recurrent (H,4H). h_last (B,H) out; h_seq (B,T,H) out, may be null.
 // With training, keeps in ws what backward needs; without, keeps only the current step.
-void lstm_forward(Workspace& ws, const float* table, int U, const int32_t* ids, int pad_row,
+void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
                   bool training);
 

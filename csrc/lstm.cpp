@@ -11,7 +11,7 @@ void lstm_forward_dense(Workspace& ws, const float* x, const float* kernel,
   const size_t N = size_t(B) * T;
   grow(ws.table, N * 4 * H);
   affine(x, kernel, bias, int(N), E, 4 * H, ws.table.data());
-  lstm_forward(ws, ws.table.data(), int(N), nullptr, -1, recurrent, B, T, H, h_last, h_seq,
+  lstm_forward(ws, ws.table.data(), int(N), false, -1, recurrent, B, T, H, h_last, h_seq,
                training);
   ws.E = E;
 }

@@ -27,19 +27,23 @@ static const bool g_atfork_registered = [] {
 
 void set_num_threads(int n) { g_requested = n; }
 
-int team_size(int n) {
-  if (g_forked) return 1;
-  // omp_get_num_procs: the CPUs of this thread's affinity mask, read at every call.
-  n = std::max(1, std::min(n, omp_get_num_procs()));
-  if (n > 1) g_team_started = true;
-  return n;
-}
+// n capped at the CPUs of this thread's affinity mask (omp_get_num_procs reads it at every
+// call); 1 in a child forked after threaded use.
+static int capped(int n) { return g_forked ? 1 : std::max(1, std::min(n, omp_get_num_procs())); }
 
 int get_num_threads() {
   const int requested = g_requested;
   // omp_get_max_threads: OMP_NUM_THREADS if set, else the CPUs available at start-up.
-  return team_size(requested > 0 ? requested : omp_get_max_threads());
+  return capped(requested > 0 ? requested : omp_get_max_threads());
 }
+
+int team_size(int n) {
+  n = capped(n);
+  if (n > 1) g_team_started = true;
+  return n;
+}
+
+int team_threads() { return team_size(get_num_threads()); }
 
 bool take_fork_notice() { return g_fork_notice.exchange(false); }
 

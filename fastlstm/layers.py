@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from fastlstm import _core, initializers
+from fastlstm import _core, _fork, initializers
 
 
 class Layer:
@@ -20,22 +20,31 @@ class Layer:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.built = False
         self._init_scratch()
+        _fork.register(self)
 
     def _init_scratch(self):
         pass
 
+    def _after_fork(self):
+        self._init_scratch()
+
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in self._scratch}
+        # A built layer's initializers have done their work; dropping them lets a model
+        # built with lambda initializers pickle.
+        return {k: v for k, v in self.__dict__.items()
+                if k not in self._scratch and not (self.built and k.endswith("_initializer"))}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._init_scratch()
+        _fork.register(self)
 
     def _check_ndim(self, input_shape, ndim, what):
         """Keras's input check, before any weight is made from the shape."""
         if len(input_shape) != ndim:
             raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
-                             f"ndim={ndim}, found ndim={len(input_shape)} ({what}); got shape {tuple(input_shape)}")
+                             f"ndim={ndim} {what}, found ndim={len(input_shape)}; full shape received: "
+                             f"{tuple(input_shape)}")
 
     @property
     def weights(self):
@@ -53,6 +62,14 @@ class Layer:
         if w.shape != shape:
             raise ValueError(f"{self.name}: the initializer returned shape {w.shape}, expected {shape}")
         return w
+
+
+def float_input(x, layer_name):
+    """x as a numeric array (a clear TypeError for strings or objects)."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"the input of {layer_name!r} must hold numbers, got dtype {x.dtype}")
+    return x
 
 
 def _int_ids(x, input_dim):
@@ -268,9 +285,11 @@ class LSTM(Layer):
 
     def call(self, x, training=False):
         """x (B,T,E) float -> (B,H) or (B,T,H)."""
-        x = np.asarray(x)
-        if x.ndim != 3 or x.shape[2] != self.kernel.shape[0]:
-            raise ValueError(f"LSTM input must have shape (batch, timesteps, {self.kernel.shape[0]}), got {x.shape}")
+        x = float_input(x, self.name)
+        self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
+        if x.shape[2] != self.kernel.shape[0]:
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
+                             f"shape=(None, None, {self.kernel.shape[0]}), found shape={x.shape}")
         x = np.ascontiguousarray(x, dtype=np.float32)
         ws = self._workspace_for(training)
         out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,

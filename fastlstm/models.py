@@ -1,16 +1,18 @@
 """`Sequential`: Keras's model API (compile / fit / evaluate / predict / weights) over fastlstm layers."""
 import contextlib
+import copy
 import math
 import os
 import secrets
 import signal
+import stat
 import threading
 import time
 
 import numpy as np
 
-from fastlstm import optimizers
-from fastlstm.layers import LSTM, Dense, Embedding, Layer, softmax
+from fastlstm import _fork, optimizers
+from fastlstm.layers import LSTM, Dense, Embedding, Layer, float_input, softmax
 from fastlstm.utils import rng
 
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
@@ -33,6 +35,7 @@ class Sequential:
         self.optimizer = self.loss = None
         self.metrics = []
         self._init_locks()
+        _fork.register(self)
         for layer in layers or []:
             self.add(layer)
 
@@ -43,12 +46,18 @@ class Sequential:
         # or after a step, never part of one.
         self._weights_lock = _ReadWriteLock()
 
-    def __getstate__(self):  # locks are per process; layers drop their own scratch
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_weights_lock")}
+    _after_fork = _init_locks
+
+    def __getstate__(self):
+        # Locks are per process (layers drop their own scratch). The state is copied under
+        # the read lock, so a model pickled while another thread trains holds whole steps.
+        with self._weights_lock.reading():
+            return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("_lock", "_weights_lock")})
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._init_locks()
+        _fork.register(self)
 
     # ---- structure --------------------------------------------------------------------
     def add(self, layer):
@@ -84,10 +93,7 @@ class Sequential:
         if not self.layers:
             raise ValueError("the model has no layers")
         if not self.built:
-            x = np.asarray(x)
-            if x.dtype.kind not in "fiub":
-                raise TypeError(f"the input of {self.layers[0].name!r} must hold numbers, got dtype {x.dtype}")
-            self.build(x.shape)
+            self.build(float_input(x, self.layers[0].name).shape)
 
     @property
     def weights(self):
@@ -139,12 +145,15 @@ class Sequential:
 
     def save_weights(self, filepath):
         """Write all weights to an .npz file, atomically (a temporary file, then rename).
-        The file's mode follows the umask, as np.savez's does."""
+        A new file's mode follows the umask and an existing file keeps its own, as with
+        np.savez."""
         filepath = _npz_path(filepath)
         folder, name = os.path.split(os.path.abspath(filepath))
         tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask
         try:
+            if os.path.exists(filepath):  # as np.savez over an existing file: its mode stays
+                os.chmod(fd, stat.S_IMODE(os.stat(filepath).st_mode))
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, *self.get_weights())
             os.replace(tmp, filepath)
@@ -188,7 +197,7 @@ class Sequential:
                     layer._x = x
                 return softmax(logits), logits
             if k == 0 and not isinstance(layer, Embedding):
-                x = np.asarray(x, dtype=np.float32)
+                x = float_input(x, layer.name).astype(np.float32, copy=False)
             x = layer.call(x, training)
             k += 1
         return x, None
@@ -439,32 +448,41 @@ class _ReadWriteLock:
         self._writing = False
         self._writers_waiting = 0
 
+    # Every count changes under the condition's lock and is undone in a `finally`, so an
+    # exception (Ctrl-C) while waiting or holding leaves the lock as it was.
     @contextlib.contextmanager
     def reading(self):
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
-            self._readers += 1
+        held = False
         try:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+                self._readers += 1
+                held = True
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
+            if held:
+                with self._cond:
+                    self._readers -= 1
                     self._cond.notify_all()
 
     @contextlib.contextmanager
     def writing(self):
-        with self._cond:
-            self._writers_waiting += 1
-            self._cond.wait_for(lambda: not self._writing and not self._readers)
-            self._writers_waiting -= 1
-            self._writing = True
+        held = False
         try:
+            with self._cond:
+                self._writers_waiting += 1
+                try:
+                    self._cond.wait_for(lambda: not self._writing and not self._readers)
+                    self._writing = held = True
+                finally:
+                    self._writers_waiting -= 1
+                    self._cond.notify_all()  # readers that waited only for this writer go on
             yield
         finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
+            if held:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
 
 
 class _StopAtBatchEnd:

@@ -17,6 +17,7 @@ def test_golden_facts(data_dir):
     assert y_train.dtype == np.int64 and x_train.dtype == object
 
 
+@pytest.mark.keras
 def test_word_index_and_labels(data_dir):
     index = reuters.get_word_index()
     assert len(index) == 30979 and sorted(index.values()) == list(range(1, 30980))
