@@ -1,13 +1,62 @@
-"""Keras-style layers: weights created once in `build`, forward in `call`, and `backward`.
+"""Keras-style layers, one protocol for all: weights created once in `build(input_shape)`,
+forward in `call(inputs, training=False, mask=None)`, `compute_mask(inputs, mask)`, and
+`backward(d) -> (d inputs, [d weight, ...])` in the order of `weights`.
 
-Each layer keeps what its backward needs from the last training-mode `call`. Gradients
-are returned in the order of `weights`.
+Each layer keeps what its backward needs from the last training-mode `call`. Fusions live
+in the layers: Embedding hands on a lazy TokenSequence (a recurrent layer gathers projected
+rows of its table; any other layer materialises it), and a softmax Dense's output carries
+its logits (`Output.logits`, as Keras's `_keras_logits`), so the loss is taken from them.
+A layer is callable on arrays (`LSTM(8)(x)`): it is built from the input's shape.
 """
 import threading
 
 import numpy as np
 
 from fastlstm import _core, _fork, initializers
+
+
+class TokenSequence:
+    """Embedding's output, not yet gathered: ids (B,T) int32 (checked) of `embedding`'s
+    table. np.asarray() gives embeddings[ids] (B,T,E)."""
+
+    def __init__(self, embedding, ids):
+        self.embedding, self.ids = embedding, ids
+
+    @property
+    def shape(self):
+        return self.ids.shape + (self.embedding.output_dim,)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.embedding.embeddings[self.ids]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+class TokenRowsGradient:
+    """dL/d(embedding rows) from a layer that read a TokenSequence: rows (U,) token ids,
+    values (U,E) their gradients (every other row's is zero)."""
+
+    def __init__(self, rows, values):
+        self.rows, self.values = rows, values
+
+
+class Output(np.ndarray):
+    """An activation's output that keeps its pre-activation `logits` (same shape)."""
+
+    @staticmethod
+    def of(y, logits):
+        out = y.view(Output)
+        out.logits = logits
+        return out
+
+
+class LogitsGradient:
+    """dL/d(logits) of an Output, from a loss that took the logits (handed to backward)."""
+
+    def __init__(self, values):
+        self.values = values
 
 
 class Layer:
@@ -38,6 +87,28 @@ class Layer:
         self.__dict__.update(state)
         self._init_scratch()
         _fork.register(self)
+
+    def __call__(self, inputs, training=False, mask=None):
+        """The layer on arrays, as in Keras: built from the input's shape on first use."""
+        if not self.built:
+            shape = np.shape(inputs)
+            self.output_shape(shape)  # checks the input before any weight is made
+            self.build(shape)
+        return np.asarray(self.call(inputs, training=training, mask=mask))
+
+    def batch_input_shape(self):
+        """The input shape (batch first) known before any data: from `input_shape`, else
+        None (the first layer of a Sequential is built from it)."""
+        return (None,) + self.input_shape if self.input_shape is not None else None
+
+    def compute_mask(self, inputs, mask=None):
+        """The mask of this layer's output (Keras: None unless a layer makes or passes one)."""
+        return None
+
+    def _check_features(self, input_shape):
+        """The input's last dimension, needed to build; a clear error when it is unknown."""
+        if not self.built and input_shape[-1] is None:
+            raise ValueError(f"{self.name} needs its input's last dimension; pass input_shape")
 
     def _check_ndim(self, input_shape, ndim, what):
         """Keras's input check, before any weight is made from the shape."""
@@ -118,24 +189,28 @@ class Embedding(Layer):
 
     _scratch = ("_ids",)
 
+    def batch_input_shape(self):
+        return (None,) + (self.input_shape or (None,))  # token ids (batch, timesteps)
+
     def output_shape(self, input_shape):
         self._check_ndim(input_shape, 2, "(batch, timesteps) token ids")
         return tuple(input_shape[:2]) + (self.output_dim,)
 
-    def ids(self, x):
-        return _int_ids(x, self.input_dim)
-
-    def call(self, x, training=False):
-        ids = self.ids(x)
+    def call(self, x, training=False, mask=None):
+        """ids (B,T) -> a TokenSequence (B,T,output_dim), gathered by whoever reads it."""
+        ids = _int_ids(x, self.input_dim)
         if training:
             self._ids = ids
-        return self.embeddings[ids]
+        return TokenSequence(self, ids)
 
-    def backward(self, dy):
-        """dy (B,T,E) -> [d embeddings]"""
-        d = np.zeros_like(self.embeddings)
-        np.add.at(d, self._ids.reshape(-1), dy.reshape(-1, self.output_dim))
-        return None, [d]
+    def backward(self, d):
+        """d: dL/d(output) (B,T,E), or a TokenRowsGradient -> (None, [d embeddings])."""
+        g = np.zeros_like(self.embeddings)
+        if isinstance(d, TokenRowsGradient):
+            g[d.rows] = d.values
+        else:
+            np.add.at(g, self._ids.reshape(-1), np.asarray(d).reshape(-1, self.output_dim))
+        return None, [g]
 
 
 _ACTIVATIONS = {
@@ -170,6 +245,7 @@ class Dense(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
 
     def build(self, input_shape):
+        self._check_features(input_shape)
         self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), self.units))
         self.bias = self.add_weight(self.bias_initializer, (self.units,)) if self.use_bias else None
         self.built = True
@@ -185,6 +261,7 @@ class Dense(Layer):
     def output_shape(self, input_shape):
         if len(input_shape) < 2:
             self._check_ndim(input_shape, 2, "(batch, ..., features)")
+        self._check_features(input_shape)
         return tuple(input_shape[:-1]) + (self.units,)
 
     def _bias(self):
@@ -196,18 +273,23 @@ class Dense(Layer):
         x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
         return _core.affine(x2, self.kernel, self._bias()).reshape(x.shape[:-1] + (self.units,))
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, mask=None):
+        """x (..., in) -> (..., units); a softmax's output carries its logits."""
+        x = float_input(x, self.name)
         z = self.logits(x)
-        y = softmax(z) if self.activation == "softmax" else _ACTIVATIONS[self.activation][0](z)
+        y = Output.of(softmax(z), z) if self.activation == "softmax" else _ACTIVATIONS[self.activation][0](z)
         if training:
             self._x, self._y = x, y
         return y
 
-    def backward(self, dy, dz=None):
-        """dy = dL/d(output), or dz = dL/d(logits) when the loss took the logits."""
-        if dz is None:
-            y = self._y
+    def backward(self, d):
+        """d: dL/d(output), or a LogitsGradient when the loss took the logits."""
+        if isinstance(d, LogitsGradient):
+            dz = d.values
+        else:
+            dy, y = d, self._y
             if self.activation == "softmax":
+                y = np.asarray(y)
                 dz = y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
             else:
                 dz = _ACTIVATIONS[self.activation][1](y, dy)
@@ -243,14 +325,14 @@ class LSTM(Layer):
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
-    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_embedding",
-                "embedding_grad")
+    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used")
 
     def _init_scratch(self):
         self._workspace = _core.Workspace()  # training: activations kept for backward, reused
         self._inference = threading.local()  # inference: one reused workspace per thread
 
     def build(self, input_shape):
+        self._check_features(input_shape)
         H = self.units
         self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), 4 * H))
         self.recurrent_kernel = self.add_weight(self.recurrent_initializer, (H, 4 * H))
@@ -270,6 +352,7 @@ class LSTM(Layer):
 
     def output_shape(self, input_shape):
         self._check_ndim(input_shape, 3, "(batch, timesteps, features)")
+        self._check_features(input_shape)
         B, T = input_shape[0], input_shape[1]
         return (B, T, self.units) if self.return_sequences else (B, self.units)
 
@@ -283,8 +366,10 @@ class LSTM(Layer):
     def _out(self, result):
         return result[1] if self.return_sequences else result
 
-    def call(self, x, training=False):
-        """x (B,T,E) float -> (B,H) or (B,T,H)."""
+    def call(self, x, training=False, mask=None):
+        """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H)."""
+        if isinstance(x, TokenSequence):
+            return self._call_on_tokens(x, training)
         x = float_input(x, self.name)
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
         if x.shape[2] != self.kernel.shape[0]:
@@ -298,10 +383,14 @@ class LSTM(Layer):
             self._mode, self._x = "dense", x
         return self._out(out)
 
-    def call_on_embedding(self, embedding, x, training=False):
-        """The layer on embedding(x) without building (B,T,E): the embedding rows in use
-        are projected once, (U,E) @ kernel -> (U,4H), and the kernel gathers rows of it."""
-        ids = embedding.ids(x)
+    def _call_on_tokens(self, tokens, training):
+        """The layer on an Embedding's output without gathering it (B,T,E): the embedding
+        rows in use are projected once, (U,E) @ kernel -> (U,4H), and the kernel gathers
+        rows of that table."""
+        embedding, ids = tokens.embedding, tokens.ids
+        if embedding.output_dim != self.kernel.shape[0]:
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
+                             f"shape=(None, None, {self.kernel.shape[0]}), found shape={tokens.shape}")
         V = embedding.input_dim
         present = np.zeros(V, bool)
         present[ids] = True
@@ -317,14 +406,11 @@ class LSTM(Layer):
                                         self.return_sequences, ws, training)
         if training:
             self._mode, self._used, self._emb_used = "tokens", used, emb_used
-            self._embedding = embedding
         return self._out(out)
 
     def backward(self, dy):
-        """dy (B,H) or (B,T,H) -> (d input or None, [dkernel, drecurrent, dbias]).
-
-        After call_on_embedding, d input is None and the embedding's gradient is in
-        `self.embedding_grad`."""
+        """dy (B,H) or (B,T,H) -> (d input, [dkernel, drecurrent, dbias]); d input is
+        (B,T,E), or a TokenRowsGradient after a TokenSequence input."""
         dy = np.ascontiguousarray(dy, dtype=np.float32)
         if self.return_sequences:
             dh_last, dh_seq = np.zeros(dy.shape[::2], np.float32), dy
@@ -336,8 +422,6 @@ class LSTM(Layer):
         else:
             dtable, dr = _core.lstm_backward_tokens(self._workspace, self.recurrent_kernel, dh_last, dh_seq)
             demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
-            dx = None
-            self.embedding_grad = np.zeros_like(self._embedding.embeddings)
-            self.embedding_grad[self._used] = demb_used
+            dx = TokenRowsGradient(self._used, demb_used)
         grads = [dk, dr] + ([db] if self.use_bias else [])
         return dx, grads

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from fastlstm import _fork, optimizers
-from fastlstm.layers import LSTM, Dense, Embedding, Layer, float_input, softmax
+from fastlstm.layers import Layer, LogitsGradient, float_input
 from fastlstm.utils import rng
 
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
@@ -27,8 +27,9 @@ class History:
 
 
 class Sequential:
-    """A stack of layers. Embedding followed by LSTM runs fused: the embedding output is
-    never built; the LSTM gathers projected embedding rows."""
+    """A stack of layers, each called through the one layer protocol (see layers.py):
+    Sequential knows no layer type. Embedding -> LSTM runs fused because the Embedding hands
+    on a TokenSequence that the LSTM reads as projected table rows."""
 
     def __init__(self, layers=None, name="sequential"):
         self.name, self.layers = name, []
@@ -64,11 +65,9 @@ class Sequential:
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes fastlstm layers, got {type(layer).__name__}")
         self.layers.append(layer)
-        first = self.layers[0]
-        if isinstance(first, Embedding):
-            self.build((None, None))
-        elif first.input_shape is not None:
-            self.build((None,) + first.input_shape)
+        shape = self.layers[0].batch_input_shape()
+        if shape is not None:
+            self.build(shape)
 
     @property
     def built(self):
@@ -79,8 +78,6 @@ class Sequential:
         layer's input is checked first, so a wrong shape builds nothing."""
         shape = tuple(input_shape)
         for layer in self.layers:
-            if not layer.built and not isinstance(layer, Embedding) and shape[-1] is None:
-                raise ValueError(f"{layer.name} needs its input's last dimension; pass input_shape")
             shape = layer.output_shape(shape)
         shape = tuple(input_shape)
         for layer in self.layers:
@@ -104,8 +101,7 @@ class Sequential:
 
     def summary(self, print_fn=print):
         rows = [("Layer (type)", "Output Shape", "Param #")]
-        first = self.layers[0] if self.layers else None
-        shape = (None, None) if isinstance(first, Embedding) else (None,) + ((first and first.input_shape) or (None,))
+        shape = (self.layers[0].batch_input_shape() if self.layers else None) or (None, None)
         for layer in self.layers:
             shape = layer.output_shape(shape) if layer.built else "?"
             rows.append((f"{layer.name} ({type(layer).__name__})", str(shape), f"{layer.count_params():,}"))
@@ -183,38 +179,20 @@ class Sequential:
             raise RuntimeError("call compile() before training or evaluating")
 
     def _forward(self, x, training):
-        """Returns the last layer's output, and its logits when it is a softmax Dense."""
-        k, n = 0, len(self.layers)
-        while k < n:
-            layer = self.layers[k]
-            if isinstance(layer, Embedding) and k + 1 < n and isinstance(self.layers[k + 1], LSTM):
-                x = self.layers[k + 1].call_on_embedding(layer, x, training)
-                k += 2
-                continue
-            if k == n - 1 and isinstance(layer, Dense) and layer.activation == "softmax":
-                logits = layer.logits(x)
-                if training:
-                    layer._x = x
-                return softmax(logits), logits
-            if k == 0 and not isinstance(layer, Embedding):
-                x = float_input(x, layer.name).astype(np.float32, copy=False)
-            x = layer.call(x, training)
-            k += 1
-        return x, None
+        """The last layer's output (a softmax's carries its logits). Masks flow from layer
+        to layer as in Keras."""
+        mask = None
+        for layer in self.layers:
+            x, mask = layer.call(x, training=training, mask=mask), layer.compute_mask(x, mask)
+        return x
 
-    def _backward(self, dout=None, dlogits=None):
-        """Gradients of every weight, in `weights` order."""
-        n = len(self.layers)
-        grads = [None] * n
-        d, k = dout, n - 1
-        while k >= 0:
-            layer = self.layers[k]
-            d, grads[k] = layer.backward(d, dz=dlogits) if k == n - 1 and isinstance(layer, Dense) else layer.backward(d)
-            if isinstance(layer, LSTM) and layer._mode == "tokens":
-                grads[k - 1] = [layer.embedding_grad]
-                k -= 1
-            k -= 1
-        return [g for layer_grads in grads for g in layer_grads]
+    def _backward(self, d):
+        """Gradients of every weight, in `weights` order, from d = dL/d(output)."""
+        grads = []
+        for layer in reversed(self.layers):
+            d, g = layer.backward(d)
+            grads[:0] = g
+        return grads
 
     def _targets(self, y, n):
         """y checked against the loss and the model's output; returns float32 one-hot or int ids."""
@@ -243,8 +221,11 @@ class Sequential:
             raise ValueError("labels contain NaN or inf")
         return y
 
-    def _loss(self, y, probs, logits):
-        """Per-sample losses, dL/dlogits (or dL/dprobs) of the batch mean, correct count."""
+    def _loss(self, y, out):
+        """Per-sample losses, dL/d(out) of the batch mean (a LogitsGradient when taken from
+        the logits `out` carries), correct count."""
+        logits = getattr(out, "logits", None)
+        probs = np.asarray(out)
         n = probs.shape[0]
         if self.loss == "sparse_categorical_crossentropy":
             onehot = np.zeros_like(probs)
@@ -258,22 +239,21 @@ class Sequential:
             logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
             losses = -np.sum(y_true * logp, axis=-1)
             dlogits = (probs * y_true.sum(axis=-1, keepdims=True) - y_true) / n
-            return losses, dlogits, None, correct
+            return losses, LogitsGradient(dlogits), correct
         total = probs.sum(axis=-1, keepdims=True)  # Keras on probabilities: normalise, clip
         p = probs / total
         pc = np.clip(p, EPSILON, 1 - EPSILON)
         losses = -np.sum(y_true * np.log(pc), axis=-1)
         dp = -y_true / pc * ((p > EPSILON) & (p < 1 - EPSILON)) / n
         dprobs = (dp - np.sum(dp * p, axis=-1, keepdims=True)) / total
-        return losses, None, dprobs, correct
+        return losses, dprobs, correct
 
     def _train_step(self, x, y):
         with self._lock:
-            probs, logits = self._forward(x, training=True)
-            losses, dlogits, dprobs, correct = self._loss(y, probs, logits)
+            losses, dout, correct = self._loss(y, self._forward(x, training=True))
             if not np.all(np.isfinite(losses)):
                 raise FloatingPointError("the loss is not finite; lower the learning rate or check the data")
-            grads = self._backward(dprobs, dlogits)
+            grads = self._backward(dout)
             with self._weights_lock.writing():
                 self.optimizer.apply(grads, self.weights)
         return float(losses.sum()), correct
@@ -370,7 +350,7 @@ class Sequential:
         x = _as_batchable(x, "x")
         self._ensure_built(x)
         with self._weights_lock.reading():
-            outs = [self._forward(x[g], training=False)[0] for g in _inference_groups(len(x), batch_size)]
+            outs = [np.asarray(self._forward(x[g], training=False)) for g in _inference_groups(len(x), batch_size)]
         if not outs:
             return np.zeros((0,) + tuple(self._output_shape[1:]), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
@@ -381,8 +361,7 @@ class Sequential:
             raise ValueError("evaluate got no samples")
         with self._weights_lock.reading():
             for g in _inference_groups(n, batch_size):
-                probs, logits = self._forward(x[g], training=False)
-                losses, _, _, correct = self._loss(y[g], probs, logits)
+                losses, _, correct = self._loss(y[g], self._forward(x[g], training=False))
                 for s in range(0, len(losses), batch_size):  # summed batch by batch, as always
                     total_loss += float(losses[s:s + batch_size].sum())
                 total_correct += correct

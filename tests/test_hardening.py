@@ -118,7 +118,7 @@ def test_layer_methods_racing_each_other_never_crash():
                 B, T = shapes[int(r.integers(len(shapes)))]
                 try:
                     if r.integers(3):
-                        lstm.call_on_embedding(emb, r.integers(0, 500, size=(B, T)), training=True)
+                        lstm.call(emb.call(r.integers(0, 500, size=(B, T))), training=True)
                     else:
                         lstm.call(r.normal(size=(B, T, 8)).astype(np.float32), training=True)
                     lstm.backward(np.ones((int(r.integers(1, 4)) * B // 2 or 1, 6), np.float32))
