@@ -71,15 +71,23 @@ static int as_int(py::ssize_t v, const char* what) {
   return int(v);
 }
 
-// A forward's outputs, allocated under the GIL: h_last (B,H) and, on request, h_seq (B,T,H).
+// A forward's outputs, allocated under the GIL: h_last (B,H) and, on request, h_seq (B,T,H)
+// and c_last (B,H).
 struct HiddenStates {
   F32 last;
-  std::optional<F32> seq;
-  HiddenStates(py::ssize_t B, py::ssize_t T, py::ssize_t H, bool sequences) : last({B, H}) {
+  std::optional<F32> seq, c;
+  HiddenStates(py::ssize_t B, py::ssize_t T, py::ssize_t H, bool sequences, bool state)
+      : last({B, H}) {
     if (sequences) seq.emplace(std::vector<py::ssize_t>{B, T, H});
+    if (state) c.emplace(std::vector<py::ssize_t>{B, H});
   }
   float* seq_data() { return seq ? seq->mutable_data() : nullptr; }
-  py::object result() { return seq ? py::object(py::make_tuple(last, *seq)) : py::object(last); }
+  float* c_data() { return c ? c->mutable_data() : nullptr; }
+  // h_last, or (h_last, h_seq); with the state: (h_last, h_seq or None, c_last).
+  py::object result() {
+    if (c) return py::make_tuple(last, seq ? py::object(*seq) : py::none(), *c);
+    return seq ? py::object(py::make_tuple(last, *seq)) : py::object(last);
+  }
 };
 
 // Workspace held by Python; a missing one means a private one for this call.
@@ -234,7 +242,7 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("lstm_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                            py::handle bias_, bool return_sequences,
-                           std::shared_ptr<Workspace> ws, bool training) {
+                           std::shared_ptr<Workspace> ws, bool training, bool return_state) {
     warn_if_forked();
     auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
     const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
@@ -249,23 +257,25 @@ PYBIND11_MODULE(_core, m) {
     const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), h = as_int(H, "H");
     as_int(B * T, "B*T (positions of dense input)");
     ws = workspace_or_new(ws);
-    HiddenStates out(B, T, H, return_sequences);
+    HiddenStates out(B, T, H, return_sequences, return_state);
     locked(*ws, [] {}, [&] {
       lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), b, t, e, h,
-                         out.last.mutable_data(), out.seq_data(), training);
+                         out.last.mutable_data(), out.seq_data(), out.c_data(), training);
     });
     return out.result();
   }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
-  py::arg("training") = true,
-  "LSTM over x (B,T,E) float32 -> h_last (B,H), or (h_last, h_seq (B,T,H)).\n"
+  py::arg("training") = true, py::arg("return_state") = false,
+  "LSTM over x (B,T,E) float32 -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
+  "return_state, (h_last, h_seq or None, c_last (B,H)).\n"
   "Pass a Workspace to keep what lstm_backward needs (training=True) or to reuse its memory.");
 
   m.def("lstm_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
-                            py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_) {
+                            py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_,
+                            py::handle dc_last_) {
     warn_if_forked();
     if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward");
-    std::optional<F32> x, kernel, recurrent, dh_last, dh_seq, dx, dkernel, drecurrent, dbias;
+    std::optional<F32> x, kernel, recurrent, dh_last, dh_seq, dc_last, dx, dkernel, drecurrent, dbias;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, false);
       const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
@@ -274,23 +284,26 @@ PYBIND11_MODULE(_core, m) {
       recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
       dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
       if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
+      if (!dc_last_.is_none()) dc_last = checked<float>(dc_last_, "dc_last", "(B, H)", {B, H});
       dx.emplace(std::vector<py::ssize_t>{B, T, E});
       dkernel.emplace(std::vector<py::ssize_t>{E, 4 * H});
       drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
       dbias.emplace(std::vector<py::ssize_t>{4 * H});
     }, [&] {
       lstm_backward_dense(*ws, x->data(), kernel->data(), recurrent->data(), dh_last->data(),
-                          dh_seq ? dh_seq->data() : nullptr, dx->mutable_data(),
+                          dh_seq ? dh_seq->data() : nullptr, dc_last ? dc_last->data() : nullptr,
+                          dx->mutable_data(),
                           dkernel->mutable_data(), drecurrent->mutable_data(), dbias->mutable_data());
     });
     return py::make_tuple(*dx, *dkernel, *drecurrent, *dbias);
   }, py::arg("workspace"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
-  py::arg("dh_last"), py::arg("dh_seq") = py::none(),
+  py::arg("dh_last"), py::arg("dh_seq") = py::none(), py::arg("dc_last") = py::none(),
   "Backward of lstm_forward -> (dx (B,T,E), dkernel (E,4H), drecurrent (H,4H), dbias (4H)).");
 
   m.def("lstm_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
                                   int pad_row, bool return_sequences,
-                                  std::shared_ptr<Workspace> ws, bool training) {
+                                  std::shared_ptr<Workspace> ws, bool training,
+                                  bool return_state) {
     warn_if_forked();
     auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
     const py::ssize_t B = ids.shape(0), T = ids.shape(1);
@@ -309,7 +322,7 @@ PYBIND11_MODULE(_core, m) {
     }
     const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
     ws = workspace_or_new(ws);
-    HiddenStates out(B, T, H, return_sequences);
+    HiddenStates out(B, T, H, return_sequences, return_state);
     locked(*ws, [&] {
       // The ids are copied, then checked: the kernel reads the checked copy (another thread
       // may change the caller's array at any time once the GIL is released).
@@ -325,35 +338,38 @@ PYBIND11_MODULE(_core, m) {
       }
     }, [&] {
       lstm_forward(*ws, table.data(), u, true, pad_row, recurrent.data(), b, t, h,
-                   out.last.mutable_data(), out.seq_data(), training);
+                   out.last.mutable_data(), out.seq_data(), out.c_data(), training);
     });
     return out.result();
   }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
-  py::arg("training") = true,
+  py::arg("training") = true, py::arg("return_state") = false,
   "LSTM over token ids (B,T) int32 whose projected inputs are rows of table (U,4H)\n"
   "(= embeddings @ kernel + bias). Leading runs of pad_row are skipped exactly.\n"
-  "-> h_last (B,H), or (h_last, h_seq (B,T,H)).");
+  "-> h_last (B,H), or (h_last, h_seq (B,T,H)); with return_state, (h_last, h_seq or None,\n"
+  "c_last (B,H)).");
 
   m.def("lstm_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
-                                   py::handle dh_last_, py::handle dh_seq_) {
+                                   py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_) {
     warn_if_forked();
     if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward_tokens");
-    std::optional<F32> recurrent, dh_last, dh_seq, dtable, drecurrent;
+    std::optional<F32> recurrent, dh_last, dh_seq, dc_last, dtable, drecurrent;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, true);
       const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
       recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
       dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
       if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
+      if (!dc_last_.is_none()) dc_last = checked<float>(dc_last_, "dc_last", "(B, H)", {B, H});
       dtable.emplace(std::vector<py::ssize_t>{U, 4 * H});
       drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
     }, [&] {
       lstm_backward(*ws, recurrent->data(), dh_last->data(), dh_seq ? dh_seq->data() : nullptr,
-                    dtable->mutable_data(), drecurrent->mutable_data());
+                    dc_last ? dc_last->data() : nullptr, dtable->mutable_data(),
+                    drecurrent->mutable_data());
     });
     return py::make_tuple(*dtable, *drecurrent);
   }, py::arg("workspace"), py::arg("recurrent_kernel"), py::arg("dh_last"),
-  py::arg("dh_seq") = py::none(),
+  py::arg("dh_seq") = py::none(), py::arg("dc_last") = py::none(),
   "Backward of lstm_forward_tokens -> (dtable (U,4H), drecurrent (H,4H)).");
 }

@@ -31,7 +31,7 @@ static size_t table_row(const Workspace& ws, int s, int t) {
 
 void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
-                  bool training) {
+                  float* c_last, bool training) {
   const int H4 = 4 * H;
   // Training with token input: chunks 1.. keep their own (U,4H) table gradient, so bound
   // their number to keep that memory within the activations' (B*T rows of 4H).
@@ -160,10 +160,13 @@ void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, in
         std::memcpy(h_seq + (size_t(ws.row_of_slot[s]) * T + t) * H, h, H * sizeof(float));
       }
     }
+    // Final states; an all-padding row's are the trajectory's.
     const float* hT = hs + size_t(T % 2) * SH;
+    const float* cT = cs + size_t(c_block(T)) * SH;
     for (int s = traj + 1; s < hi; ++s) {
-      const float* h = hT + size_t(ws.start[s] < T ? s : traj) * H;
-      std::memcpy(h_last + size_t(ws.row_of_slot[s]) * H, h, H * sizeof(float));
+      const size_t src = size_t(ws.start[s] < T ? s : traj) * H, dst = size_t(ws.row_of_slot[s]) * H;
+      std::memcpy(h_last + dst, hT + src, H * sizeof(float));
+      if (c_last) std::memcpy(c_last + dst, cT + src, H * sizeof(float));
     }
   }
   }
@@ -176,7 +179,7 @@ void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, in
 constexpr int kGroupSteps = 2;  // time steps per drecurrent product and dtable scatter
 
 void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
-                   const float* dh_seq, float* dtable, float* drecurrent) {
+                   const float* dh_seq, const float* dc_last, float* dtable, float* drecurrent) {
   const int T = ws.T, H = ws.H, U = ws.U, H4 = 4 * H, nslots = ws.nslots;
   const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
@@ -200,16 +203,16 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   float* dH = ws.dh.data();
   float* dC = ws.dc.data();
 
-  // Initial state gradients: dh_last for each row; an all-padding row's goes to its
-  // chunk's trajectory (its output was the trajectory's h_T).
+  // Initial state gradients: dh_last (and dc_last) for each row; an all-padding row's go
+  // to its chunk's trajectory (its final state was the trajectory's).
   std::fill_n(dH, SH, 0.f);
   std::fill_n(dC, SH, 0.f);
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j];
     for (int s = traj + 1; s < ws.chunk_lo[j + 1]; ++s) {
-      const float* g = dh_last + size_t(ws.row_of_slot[s]) * H;
-      float* dst = dH + size_t(ws.start[s] < T ? s : traj) * H;
-      VecMap(dst, H) += ConstVecMap(g, H);
+      const size_t src = size_t(ws.row_of_slot[s]) * H, dst = size_t(ws.start[s] < T ? s : traj) * H;
+      VecMap(dH + dst, H) += ConstVecMap(dh_last + src, H);
+      if (dc_last) VecMap(dC + dst, H) += ConstVecMap(dc_last + src, H);
     }
   }
 

@@ -61,17 +61,18 @@ struct Workspace {
 //   table (U,4H): projected inputs. token_input: ws.ids (B,T) holds rows of table, checked by
 //   the caller (who copies them there, so no other thread can change them); else dense
 //   input, row b*T+t (U == B*T). pad_row: the table row of the padding token, or -1 for none.
-//   recurrent (H,4H). h_last (B,H) out; h_seq (B,T,H) out, may be null.
+//   recurrent (H,4H). h_last (B,H) out; h_seq (B,T,H) out, may be null; c_last (B,H) out
+//   (the final cell state), may be null.
 // With training, keeps in ws what backward needs; without, keeps only the current step.
 void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
                   const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
-                  bool training);
+                  float* c_last, bool training);
 
 // Backward through time of the last lstm_forward on ws, a training one (pass the same
 // recurrent).
-//   dh_last (B,H); dh_seq (B,T,H) or null.
+//   dh_last (B,H); dh_seq (B,T,H) or null; dc_last (B,H) (gradient of c_last) or null.
 //   dtable (U,4H) out (overwritten); drecurrent (H,4H) out (overwritten).
 void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
-                   const float* dh_seq, float* dtable, float* drecurrent);
+                   const float* dh_seq, const float* dc_last, float* dtable, float* drecurrent);
 
 }  // namespace fastlstm

@@ -94,7 +94,8 @@ class Layer:
             shape = np.shape(inputs)
             self.output_shape(shape)  # checks the input before any weight is made
             self.build(shape)
-        return np.asarray(self.call(inputs, training=training, mask=mask))
+        out = self.call(inputs, training=training, mask=mask)
+        return [np.asarray(o) for o in out] if isinstance(out, list) else np.asarray(out)
 
     def batch_input_shape(self):
         """The input shape (batch first) known before any data: from `input_shape`, else
@@ -303,13 +304,15 @@ class LSTM(Layer):
     """Keras's LSTM (gates i,f,c,o; zero initial state) on the fastlstm C++ kernels.
 
     kernel (E,4H), recurrent_kernel (H,4H), bias (4H). Output: the last hidden state (B,H),
-    or every hidden state (B,T,H) with return_sequences=True.
+    or every hidden state (B,T,H) with return_sequences=True; with return_state=True, the
+    list [output, h (B,H), c (B,H)] (the final states). go_backwards=True runs over the
+    time-reversed input and returns the sequence in that order, as Keras does.
     """
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
-                 name=None, **kwargs):
+                 return_state=False, go_backwards=False, name=None, **kwargs):
         super().__init__(name, kwargs.pop("input_shape", None))
         if kwargs:
             raise TypeError(f"LSTM got unexpected arguments {sorted(kwargs)}")
@@ -320,12 +323,13 @@ class LSTM(Layer):
                              "recurrent_activation='sigmoid' (Keras's defaults) only")
         self.units, self.use_bias = int(units), use_bias
         self.activation, self.recurrent_activation = activation, recurrent_activation
-        self.unit_forget_bias, self.return_sequences = unit_forget_bias, return_sequences
+        self.unit_forget_bias, self.return_sequences = unit_forget_bias, bool(return_sequences)
+        self.return_state, self.go_backwards = bool(return_state), bool(go_backwards)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
-    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used")
+    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch")
 
     def _init_scratch(self):
         self._workspace = _core.Workspace()  # training: activations kept for backward, reused
@@ -354,7 +358,8 @@ class LSTM(Layer):
         self._check_ndim(input_shape, 3, "(batch, timesteps, features)")
         self._check_features(input_shape)
         B, T = input_shape[0], input_shape[1]
-        return (B, T, self.units) if self.return_sequences else (B, self.units)
+        out = (B, T, self.units) if self.return_sequences else (B, self.units)
+        return [out, (B, self.units), (B, self.units)] if self.return_state else out
 
     def _workspace_for(self, training):
         if training:
@@ -363,11 +368,14 @@ class LSTM(Layer):
             self._inference.workspace = _core.Workspace()
         return self._inference.workspace
 
-    def _out(self, result):
-        return result[1] if self.return_sequences else result
+    def _outputs(self, result):
+        """The kernels' (h_last, h_seq or None, c_last) as the layer's output(s)."""
+        h_last, h_seq, c_last = result
+        out = h_seq if self.return_sequences else h_last
+        return [out, h_last, c_last] if self.return_state else out
 
     def call(self, x, training=False, mask=None):
-        """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H)."""
+        """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H) (and the states)."""
         if isinstance(x, TokenSequence):
             return self._call_on_tokens(x, training)
         x = float_input(x, self.name)
@@ -375,13 +383,13 @@ class LSTM(Layer):
         if x.shape[2] != self.kernel.shape[0]:
             raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
                              f"shape=(None, None, {self.kernel.shape[0]}), found shape={x.shape}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x[:, ::-1] if self.go_backwards else x, dtype=np.float32)
         ws = self._workspace_for(training)
         out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,
-                                 self.return_sequences, ws, training)
+                                 self.return_sequences, ws, training, return_state=True)
         if training:
-            self._mode, self._x = "dense", x
-        return self._out(out)
+            self._mode, self._x, self._batch = "dense", x, x.shape[:2]
+        return self._outputs(out)
 
     def _call_on_tokens(self, tokens, training):
         """The layer on an Embedding's output without gathering it (B,T,E): the embedding
@@ -391,6 +399,8 @@ class LSTM(Layer):
         if embedding.output_dim != self.kernel.shape[0]:
             raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
                              f"shape=(None, None, {self.kernel.shape[0]}), found shape={tokens.shape}")
+        if self.go_backwards:
+            ids = ids[:, ::-1]
         V = embedding.input_dim
         present = np.zeros(V, bool)
         present[ids] = True
@@ -403,24 +413,32 @@ class LSTM(Layer):
         pad_row = int(remap[0]) if present[0] else -1
         ws = self._workspace_for(training)
         out = _core.lstm_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
-                                        self.return_sequences, ws, training)
+                                        self.return_sequences, ws, training, return_state=True)
         if training:
-            self._mode, self._used, self._emb_used = "tokens", used, emb_used
-        return self._out(out)
+            self._mode, self._used, self._emb_used, self._batch = "tokens", used, emb_used, ids.shape
+        return self._outputs(out)
 
-    def backward(self, dy):
-        """dy (B,H) or (B,T,H) -> (d input, [dkernel, drecurrent, dbias]); d input is
-        (B,T,E), or a TokenRowsGradient after a TokenSequence input."""
-        dy = np.ascontiguousarray(dy, dtype=np.float32)
-        if self.return_sequences:
-            dh_last, dh_seq = np.zeros(dy.shape[::2], np.float32), dy
-        else:
-            dh_last, dh_seq = dy, None
+    def backward(self, d):
+        """d = dL/d(output) (B,H) or (B,T,H); with return_state, [d output, d h, d c] (None
+        for an output that took no gradient) -> (d input, [dkernel, drecurrent, dbias]);
+        d input is (B,T,E), or a TokenRowsGradient after a TokenSequence input."""
+        d_out, d_h, d_c = (list(d) + [None] * 3)[:3] if self.return_state else (d, None, None)
+        f32 = lambda a: None if a is None else np.ascontiguousarray(a, dtype=np.float32)
+        d_out, d_h, d_c = f32(d_out), f32(d_h), f32(d_c)
+        dh_last = np.zeros(tuple(self._batch[:1]) + (self.units,), np.float32)
+        dh_seq = d_out if self.return_sequences else None
+        if d_out is not None and not self.return_sequences:
+            dh_last = dh_last + d_out
+        if d_h is not None:
+            dh_last = dh_last + d_h
         if self._mode == "dense":
             dx, dk, dr, db = _core.lstm_backward(self._workspace, self._x, self.kernel,
-                                                 self.recurrent_kernel, dh_last, dh_seq)
+                                                 self.recurrent_kernel, dh_last, dh_seq, d_c)
+            if self.go_backwards:
+                dx = np.ascontiguousarray(dx[:, ::-1])  # back to the input's order
         else:
-            dtable, dr = _core.lstm_backward_tokens(self._workspace, self.recurrent_kernel, dh_last, dh_seq)
+            dtable, dr = _core.lstm_backward_tokens(self._workspace, self.recurrent_kernel, dh_last,
+                                                    dh_seq, d_c)
             demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
             dx = TokenRowsGradient(self._used, demb_used)
         grads = [dk, dr] + ([db] if self.use_bias else [])

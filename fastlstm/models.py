@@ -79,6 +79,9 @@ class Sequential:
         shape = tuple(input_shape)
         for layer in self.layers:
             shape = layer.output_shape(shape)
+            if isinstance(shape, list):
+                raise ValueError(f"{layer.name} has {len(shape)} outputs (return_state=True): a "
+                                 "Sequential model takes layers with one output")
         shape = tuple(input_shape)
         for layer in self.layers:
             if not layer.built:

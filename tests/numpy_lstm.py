@@ -23,15 +23,16 @@ def lstm_forward(x, kernel, recurrent, bias):
     return h_seq, (x, kernel, recurrent, hs, cs, gates)
 
 
-def lstm_backward(cache, dh_last, dh_seq=None):
-    """Gradients of L given dL/dh_last (B,H) and optionally dL/dh_seq (B,T,H).
+def lstm_backward(cache, dh_last, dh_seq=None, dc_last=None):
+    """Gradients of L given dL/dh_last (B,H) and optionally dL/dh_seq (B,T,H) and
+    dL/dc_last (B,H) (the final cell state's).
 
     Returns dx (B,T,E), dkernel, drecurrent, dbias and dz (B,T,4H) = dL/d(pre-activations).
     """
     x, kernel, recurrent, hs, cs, gates = cache
     B, T, _ = x.shape
     dh = np.array(dh_last, np.float64)
-    dc = np.zeros_like(dh)
+    dc = np.zeros_like(dh) if dc_last is None else np.array(dc_last, np.float64)
     dz = np.zeros((B, T, recurrent.shape[1]))
     for t in reversed(range(T)):
         if dh_seq is not None:

@@ -37,6 +37,20 @@ def test_an_embedding_read_by_a_non_recurrent_layer_is_gathered(rng):
     np.testing.assert_allclose(m.predict(ids), emb[ids].astype(np.float64) @ kernel + bias, atol=1e-6)
 
 
+def assert_trains_like_keras(rng, m, km, padding):
+    """The same predictions from Keras's weights, then the same losses and weights over 3
+    Adam steps on pre-padded token data (30 tokens, 3 classes)."""
+    m.set_weights(km.get_weights())
+    x = rng.integers(1, 30, size=(32, 9))
+    x[:, :padding] = 0
+    y = to_categorical(rng.integers(0, 3, size=32), 3)
+    np.testing.assert_allclose(m.predict(x), km.predict(x, verbose=0), atol=3e-6)
+    for step in range(3):
+        assert abs(km.train_on_batch(x, y) - m.train_on_batch(x, y)) <= 1e-5
+    for got, want in zip(m.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(got, want, atol=2e-5)
+
+
 @pytest.mark.keras
 def test_stacked_lstms_train_like_keras(rng):
     """Embedding -> LSTM(return_sequences) -> LSTM -> Dense(softmax): the fused first pair,
@@ -49,12 +63,62 @@ def test_stacked_lstms_train_like_keras(rng):
     km.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.Adam())
     m = Sequential([Embedding(30, 6), LSTM(5, return_sequences=True), LSTM(4), Dense(3, activation="softmax")])
     m.compile(loss="categorical_crossentropy", optimizer="adam")
-    m.set_weights(km.get_weights())
-    x = rng.integers(1, 30, size=(32, 9))
-    x[:, :3] = 0
-    y = to_categorical(rng.integers(0, 3, size=32), 3)
-    np.testing.assert_allclose(m.predict(x), km.predict(x, verbose=0), atol=3e-6)
-    for step in range(3):
-        assert abs(km.train_on_batch(x, y) - m.train_on_batch(x, y)) <= 1e-5
-    for got, want in zip(m.get_weights(), km.get_weights()):
-        np.testing.assert_allclose(got, want, atol=2e-5)
+    assert_trains_like_keras(rng, m, km, padding=3)
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_return_state_and_go_backwards_gradients_match_numpy(rng, tokens):
+    """[output, h, c] of a go_backwards LSTM and the gradients of a loss on all three,
+    against the float64 reference run on the reversed input."""
+    B, T, V, E, H = 5, 7, 11, 4, 3
+    ids = rng.integers(0, V, size=(B, T))
+    ids[:2, :3] = 0
+    emb = Embedding(V, E)
+    emb.build()
+    lstm = LSTM(H, return_sequences=True, return_state=True, go_backwards=True)
+    lstm.build((None, None, E))
+    x = emb.embeddings[ids]
+    inputs = emb.call(ids, training=True) if tokens else x
+    seq, h, c = lstm.call(inputs, training=True)
+    want_seq, cache = ref.lstm_forward(x[:, ::-1], lstm.kernel, lstm.recurrent_kernel, lstm.bias)
+    np.testing.assert_allclose(seq, want_seq, atol=2e-6)
+    np.testing.assert_allclose(h, want_seq[:, -1], atol=2e-6)
+    np.testing.assert_allclose(c, cache[4][-1], atol=2e-6)
+    d_seq, d_h, d_c = (rng.normal(size=a.shape).astype(np.float32) for a in (seq, h, c))
+    d_in, grads = lstm.backward([d_seq, d_h, d_c])
+    dx, dk, dr, db, _ = ref.lstm_backward(cache, d_h, d_seq, d_c)
+    for got, want in zip(grads, (dk, dr, db)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    if tokens:
+        (d_emb,) = emb.backward(d_in)[1]
+        want_emb = np.zeros((V, E))
+        np.add.at(want_emb, ids.reshape(-1), dx[:, ::-1].reshape(-1, E))
+        np.testing.assert_allclose(d_emb, want_emb, rtol=1e-4, atol=1e-5)
+    else:
+        np.testing.assert_allclose(d_in, dx[:, ::-1], rtol=1e-4, atol=1e-5)
+    _, (dk_none, _, _) = lstm.backward([None, None, d_c])  # only the cell state has a gradient
+    np.testing.assert_allclose(dk_none, ref.lstm_backward(cache, np.zeros((B, H)), None, d_c)[1],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="return_state"):
+        Sequential([Embedding(V, E), LSTM(H, return_state=True)])
+
+
+@pytest.mark.keras
+def test_go_backwards_and_return_state_match_keras(rng):
+    import keras
+
+    km = keras.Sequential([keras.Input(shape=(None,), dtype="int32"), keras.layers.Embedding(30, 6),
+                           keras.layers.LSTM(5, go_backwards=True), keras.layers.Dense(3, activation="softmax")])
+    km.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.Adam())
+    m = Sequential([Embedding(30, 6), LSTM(5, go_backwards=True), Dense(3, activation="softmax")])
+    m.compile(loss="categorical_crossentropy", optimizer="adam")
+    assert_trains_like_keras(rng, m, km, padding=4)
+    xs = rng.normal(size=(4, 6, 3)).astype(np.float32)
+    kl = keras.layers.LSTM(5, return_sequences=True, return_state=True, go_backwards=True)
+    want = [keras.ops.convert_to_numpy(t) for t in kl(xs)]
+    fl = LSTM(5, return_sequences=True, return_state=True, go_backwards=True)
+    fl.build((None, None, 3))
+    for w, k in zip(fl.weights, kl.get_weights()):
+        w[...] = k
+    for got, w in zip(fl(xs), want):
+        np.testing.assert_allclose(got, w, atol=3e-6)
