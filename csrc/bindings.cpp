@@ -1,4 +1,5 @@
-// fastlstm._core: converts and checks arrays, releases the GIL, calls the kernels in lstm.cpp.
+// fastlstm._core: converts and checks arrays, locks workspaces, releases the GIL, calls the
+// kernels (gemm, affine, engine, lstm, adam).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 

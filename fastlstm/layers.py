@@ -30,6 +30,8 @@ class TokenSequence:
         return len(self.ids)
 
     def __array__(self, dtype=None, copy=None):
+        if copy is False:
+            raise ValueError("a TokenSequence is gathered into a new array: it cannot be read without a copy")
         out = self.embedding.embeddings[self.ids]
         return out if dtype is None else out.astype(dtype, copy=False)
 
@@ -43,13 +45,17 @@ class TokenRowsGradient:
 
 
 class Output(np.ndarray):
-    """An activation's output that keeps its pre-activation `logits` (same shape)."""
+    """An activation's output that keeps its pre-activation `logits` (same shape). Arrays
+    derived from it (slices, ufunc results, copies) carry no logits."""
 
     @staticmethod
     def of(y, logits):
         out = y.view(Output)
         out.logits = logits
         return out
+
+    def __array_finalize__(self, obj):
+        self.logits = None
 
 
 class LogitsGradient:
@@ -422,13 +428,28 @@ class LSTM(Layer):
         """d = dL/d(output) (B,H) or (B,T,H); with return_state, [d output, d h, d c] (None
         for an output that took no gradient) -> (d input, [dkernel, drecurrent, dbias]);
         d input is (B,T,E), or a TokenRowsGradient after a TokenSequence input."""
-        d_out, d_h, d_c = (list(d) + [None] * 3)[:3] if self.return_state else (d, None, None)
-        f32 = lambda a: None if a is None else np.ascontiguousarray(a, dtype=np.float32)
-        d_out, d_h, d_c = f32(d_out), f32(d_h), f32(d_c)
-        dh_last = np.zeros(tuple(self._batch[:1]) + (self.units,), np.float32)
+        if self.return_state:
+            if not isinstance(d, (list, tuple)) or len(d) != 3:
+                raise ValueError(f"{self.name} has return_state=True: backward takes [d output, d h, "
+                                 "d c] (None where an output took no gradient)")
+            d_out, d_h, d_c = d
+        else:
+            d_out, d_h, d_c = d, None, None
+        (B, T), H = self._batch, self.units
+        state = (B, H)
+
+        def grad(a, shape, what):  # float32 C-contiguous of exactly `shape`, or None
+            if a is None:
+                return None
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if a.shape != shape:
+                raise ValueError(f"{self.name}: the gradient of {what} must have shape {shape}, got {a.shape}")
+            return a
+
+        d_out = grad(d_out, (B, T, H) if self.return_sequences else state, "the output")
+        d_h, d_c = grad(d_h, state, "the state h"), grad(d_c, state, "the state c")
         dh_seq = d_out if self.return_sequences else None
-        if d_out is not None and not self.return_sequences:
-            dh_last = dh_last + d_out
+        dh_last = d_out if not self.return_sequences and d_out is not None else np.zeros(state, np.float32)
         if d_h is not None:
             dh_last = dh_last + d_h
         if self._mode == "dense":

@@ -67,7 +67,11 @@ class Sequential:
         self.layers.append(layer)
         shape = self.layers[0].batch_input_shape()
         if shape is not None:
-            self.build(shape)
+            try:
+                self.build(shape)
+            except Exception:
+                self.layers.pop()  # a layer that does not fit leaves the model as it was
+                raise
 
     @property
     def built(self):

@@ -122,3 +122,41 @@ def test_go_backwards_and_return_state_match_keras(rng):
         w[...] = k
     for got, w in zip(fl(xs), want):
         np.testing.assert_allclose(got, w, atol=3e-6)
+
+
+def test_wrong_gradients_and_failed_adds_are_clear_errors(rng):
+    lstm = LSTM(3)
+    lstm.build((None, None, 2))
+    lstm.call(rng.normal(size=(4, 5, 2)).astype(np.float32), training=True)
+    for bad in (np.ones((1, 3)), np.ones(3), np.ones((4, 5, 3))):  # would broadcast
+        with pytest.raises(ValueError, match=r"must have shape \(4, 3\)"):
+            lstm.backward(bad)
+    states = LSTM(3, return_state=True, return_sequences=True)
+    states.build((None, None, 2))
+    states.call(rng.normal(size=(2, 5, 2)).astype(np.float32), training=True)
+    with pytest.raises(ValueError, match=r"takes \[d output, d h, d c\]"):
+        states.backward(np.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"state c must have shape \(2, 3\)"):
+        states.backward([None, None, np.ones((3,))])
+    m = Sequential([Embedding(5, 2)])
+    with pytest.raises(ValueError, match="return_state"):
+        m.add(LSTM(3, return_state=True))
+    m.add(LSTM(3))  # the failed add left the model as it was
+    assert len(m.layers) == 2 and m.predict(np.zeros((1, 4), np.int32)).shape == (1, 3)
+
+
+def test_arrays_derived_from_a_softmax_output_carry_no_logits(rng):
+    dense = Dense(3, activation="softmax")
+    dense.build((None, 4))
+    out = dense.call(rng.normal(size=(2, 4)).astype(np.float32))
+    assert out.logits.shape == (2, 3)
+    for derived in (out[:1], out * 2, out.copy(), np.clip(out, 0, 1)):
+        assert getattr(derived, "logits", None) is None
+    with pytest.raises(ValueError, match="without a copy"):
+        np.asarray(_tokens(), copy=False)
+
+
+def _tokens():
+    emb = Embedding(3, 2)
+    emb.build()
+    return emb.call(np.zeros((1, 2), np.int32))
