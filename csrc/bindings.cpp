@@ -91,6 +91,20 @@ struct HiddenStates {
   }
 };
 
+// A backward's gradients of the forward's outputs, checked against its shapes: dh_last (B,H);
+// dh_seq (B,T,H) and dc_last (B,H) optional (None: no gradient).
+struct StateGradients {
+  std::optional<F32> last, seq, c;
+  void check(py::handle dh_last, py::handle dh_seq, py::handle dc_last, py::ssize_t B,
+             py::ssize_t T, py::ssize_t H) {
+    last = checked<float>(dh_last, "dh_last", "(B, H)", {B, H});
+    if (!dh_seq.is_none()) seq = checked<float>(dh_seq, "dh_seq", "(B, T, H)", {B, T, H});
+    if (!dc_last.is_none()) c = checked<float>(dc_last, "dc_last", "(B, H)", {B, H});
+  }
+  const float* seq_data() const { return seq ? seq->data() : nullptr; }
+  const float* c_data() const { return c ? c->data() : nullptr; }
+};
+
 // Workspace held by Python; a missing one means a private one for this call.
 static std::shared_ptr<Workspace> workspace_or_new(std::shared_ptr<Workspace> ws) {
   return ws ? ws : std::make_shared<Workspace>();
@@ -276,23 +290,22 @@ PYBIND11_MODULE(_core, m) {
                             py::handle dc_last_) {
     warn_if_forked();
     if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward");
-    std::optional<F32> x, kernel, recurrent, dh_last, dh_seq, dc_last, dx, dkernel, drecurrent, dbias;
+    std::optional<F32> x, kernel, recurrent, dx, dkernel, drecurrent, dbias;
+    StateGradients d;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, false);
       const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
       x = checked<float>(x_, "x", "(B, T, E) as in forward", {B, T, E});
       kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
       recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
-      dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
-      if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
-      if (!dc_last_.is_none()) dc_last = checked<float>(dc_last_, "dc_last", "(B, H)", {B, H});
+      d.check(dh_last_, dh_seq_, dc_last_, B, T, H);
       dx.emplace(std::vector<py::ssize_t>{B, T, E});
       dkernel.emplace(std::vector<py::ssize_t>{E, 4 * H});
       drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
       dbias.emplace(std::vector<py::ssize_t>{4 * H});
     }, [&] {
-      lstm_backward_dense(*ws, x->data(), kernel->data(), recurrent->data(), dh_last->data(),
-                          dh_seq ? dh_seq->data() : nullptr, dc_last ? dc_last->data() : nullptr,
+      lstm_backward_dense(*ws, x->data(), kernel->data(), recurrent->data(), d.last->data(),
+                          d.seq_data(), d.c_data(),
                           dx->mutable_data(),
                           dkernel->mutable_data(), drecurrent->mutable_data(), dbias->mutable_data());
     });
@@ -354,19 +367,18 @@ PYBIND11_MODULE(_core, m) {
                                    py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_) {
     warn_if_forked();
     if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward_tokens");
-    std::optional<F32> recurrent, dh_last, dh_seq, dc_last, dtable, drecurrent;
+    std::optional<F32> recurrent, dtable, drecurrent;
+    StateGradients d;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, true);
       const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
       recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
-      dh_last = checked<float>(dh_last_, "dh_last", "(B, H)", {B, H});
-      if (!dh_seq_.is_none()) dh_seq = checked<float>(dh_seq_, "dh_seq", "(B, T, H)", {B, T, H});
-      if (!dc_last_.is_none()) dc_last = checked<float>(dc_last_, "dc_last", "(B, H)", {B, H});
+      d.check(dh_last_, dh_seq_, dc_last_, B, T, H);
       dtable.emplace(std::vector<py::ssize_t>{U, 4 * H});
       drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
     }, [&] {
-      lstm_backward(*ws, recurrent->data(), dh_last->data(), dh_seq ? dh_seq->data() : nullptr,
-                    dc_last ? dc_last->data() : nullptr, dtable->mutable_data(),
+      lstm_backward(*ws, recurrent->data(), d.last->data(), d.seq_data(), d.c_data(),
+                    dtable->mutable_data(),
                     drecurrent->mutable_data());
     });
     return py::make_tuple(*dtable, *drecurrent);

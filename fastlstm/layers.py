@@ -374,6 +374,12 @@ class LSTM(Layer):
             self._inference.workspace = _core.Workspace()
         return self._inference.workspace
 
+    def _check_width(self, shape):
+        """The input's features (B,T,E) are the E the layer was built for."""
+        if shape[2] != self.kernel.shape[0]:
+            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
+                             f"shape=(None, None, {self.kernel.shape[0]}), found shape={shape}")
+
     def _outputs(self, result):
         """The kernels' (h_last, h_seq or None, c_last) as the layer's output(s)."""
         h_last, h_seq, c_last = result
@@ -386,9 +392,7 @@ class LSTM(Layer):
             return self._call_on_tokens(x, training)
         x = float_input(x, self.name)
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
-        if x.shape[2] != self.kernel.shape[0]:
-            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
-                             f"shape=(None, None, {self.kernel.shape[0]}), found shape={x.shape}")
+        self._check_width(x.shape)
         x = np.ascontiguousarray(x[:, ::-1] if self.go_backwards else x, dtype=np.float32)
         ws = self._workspace_for(training)
         out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,
@@ -402,9 +406,7 @@ class LSTM(Layer):
         rows in use are projected once, (U,E) @ kernel -> (U,4H), and the kernel gathers
         rows of that table."""
         embedding, ids = tokens.embedding, tokens.ids
-        if embedding.output_dim != self.kernel.shape[0]:
-            raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
-                             f"shape=(None, None, {self.kernel.shape[0]}), found shape={tokens.shape}")
+        self._check_width(tokens.shape)
         if self.go_backwards:
             ids = ids[:, ::-1]
         V = embedding.input_dim

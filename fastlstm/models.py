@@ -80,18 +80,16 @@ class Sequential:
     def build(self, input_shape):
         """Create every layer's weights for inputs of `input_shape` (batch first). Every
         layer's input is checked first, so a wrong shape builds nothing."""
-        shape = tuple(input_shape)
+        shapes = [tuple(input_shape)]  # each layer's input, then the model's output
         for layer in self.layers:
-            shape = layer.output_shape(shape)
-            if isinstance(shape, list):
-                raise ValueError(f"{layer.name} has {len(shape)} outputs (return_state=True): a "
+            shapes.append(layer.output_shape(shapes[-1]))
+            if isinstance(shapes[-1], list):
+                raise ValueError(f"{layer.name} has {len(shapes[-1])} outputs (return_state=True): a "
                                  "Sequential model takes layers with one output")
-        shape = tuple(input_shape)
-        for layer in self.layers:
+        for layer, shape in zip(self.layers, shapes):
             if not layer.built:
                 layer.build(shape)
-            shape = layer.output_shape(shape)
-        self._output_shape = shape
+        self._output_shape = shapes[-1]
 
     def _ensure_built(self, x):
         if not self.layers:
