@@ -2,8 +2,8 @@
 
     python bench/kernel.py [--repeats 7]
 
-For a grid of (B, T, E, H), with 1 and 2 threads, on dense input (fastlstm._core.lstm_forward
-/ lstm_backward). FLOP counted as a plain LSTM does them: 2*B*T*(E+H)*4H forward, twice that
+For a grid of (B, T, E, H), with 1 and 2 threads, on dense input (fastlstm._core.rnn_forward
+/ rnn_backward). FLOP counted as a plain LSTM does them: 2*B*T*(E+H)*4H forward, twice that
 backward. The reference, measured here per thread count: the fp32 FMA peak
 (`_core.fma_peak_gflops`: register-only FMA chains; its 1 -> 2 thread ratio is what the cores
 themselves scale by).
@@ -50,11 +50,11 @@ def main():
         total = {}
         for threads in (1, 2):
             fastlstm.set_num_threads(threads)
-            fwd = median_s(lambda: _core.lstm_forward(x, K, R, b, workspace=ws), args.repeats)
+            fwd = median_s(lambda: _core.rnn_forward(x, K, R, b, workspace=ws), args.repeats)
 
             def both():
-                _core.lstm_forward(x, K, R, b, workspace=ws)
-                _core.lstm_backward(ws, x, K, R, dh)
+                _core.rnn_forward(x, K, R, b, workspace=ws)
+                _core.rnn_backward(ws, x, K, R, dh)
             total[threads] = median_s(both, args.repeats)
             rate = flop / total[threads] / 1e9
             speedup = f"x{total[1] / total[2]:.2f}" if threads == 2 else ""

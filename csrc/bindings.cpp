@@ -1,5 +1,5 @@
 // fastlstm._core: converts and checks arrays, locks workspaces, releases the GIL, calls the
-// kernels (gemm, affine, engine, lstm, adam).
+// kernels (gemm, affine, the recurrent engine over its cells, adam).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -14,7 +14,7 @@
 #include "adam.h"
 #include "affine.h"
 #include "gemm.h"
-#include "lstm.h"
+#include "dense_input.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -73,20 +73,23 @@ static int as_int(py::ssize_t v, const char* what) {
 }
 
 // A forward's outputs, allocated under the GIL: h_last (B,H) and, on request, h_seq (B,T,H)
-// and c_last (B,H).
+// and c_last (B,H) (cells with a cell state).
 struct HiddenStates {
   F32 last;
   std::optional<F32> seq, c;
-  HiddenStates(py::ssize_t B, py::ssize_t T, py::ssize_t H, bool sequences, bool state)
-      : last({B, H}) {
+  bool state;
+  HiddenStates(py::ssize_t B, py::ssize_t T, py::ssize_t H, bool sequences, bool state,
+               bool cell_state)
+      : last({B, H}), state(state) {
     if (sequences) seq.emplace(std::vector<py::ssize_t>{B, T, H});
-    if (state) c.emplace(std::vector<py::ssize_t>{B, H});
+    if (state && cell_state) c.emplace(std::vector<py::ssize_t>{B, H});
   }
   float* seq_data() { return seq ? seq->mutable_data() : nullptr; }
   float* c_data() { return c ? c->mutable_data() : nullptr; }
-  // h_last, or (h_last, h_seq); with the state: (h_last, h_seq or None, c_last).
+  // h_last, or (h_last, h_seq); with the state: (h_last, h_seq or None, c_last or None).
   py::object result() {
-    if (c) return py::make_tuple(last, seq ? py::object(*seq) : py::none(), *c);
+    auto opt = [](std::optional<F32>& a) { return a ? py::object(*a) : py::none(); };
+    if (state) return py::make_tuple(last, opt(seq), opt(c));
     return seq ? py::object(py::make_tuple(last, *seq)) : py::object(last);
   }
 };
@@ -95,11 +98,17 @@ struct HiddenStates {
 // dh_seq (B,T,H) and dc_last (B,H) optional (None: no gradient).
 struct StateGradients {
   std::optional<F32> last, seq, c;
+  template <class Cell>
   void check(py::handle dh_last, py::handle dh_seq, py::handle dc_last, py::ssize_t B,
              py::ssize_t T, py::ssize_t H) {
     last = checked<float>(dh_last, "dh_last", "(B, H)", {B, H});
     if (!dh_seq.is_none()) seq = checked<float>(dh_seq, "dh_seq", "(B, T, H)", {B, T, H});
-    if (!dc_last.is_none()) c = checked<float>(dc_last, "dc_last", "(B, H)", {B, H});
+    if (!dc_last.is_none()) {
+      if (!Cell::kCellState) {
+        throw py::value_error(std::string("the ") + Cell::kName + " cell has no cell state: dc_last must be None");
+      }
+      c = checked<float>(dc_last, "dc_last", "(B, H)", {B, H});
+    }
   }
   const float* seq_data() const { return seq ? seq->data() : nullptr; }
   const float* c_data() const { return c ? c->data() : nullptr; }
@@ -150,9 +159,42 @@ static void warn_if_forked() {
 static void check_backward(const Workspace& ws, bool token_input) {
   if (!ws.has_forward || ws.token_input != token_input) {
     throw py::value_error(std::string("backward needs a preceding ") +
-                          (token_input ? "lstm_forward_tokens" : "lstm_forward") +
+                          (token_input ? "rnn_forward_tokens" : "rnn_forward") +
                           "(..., training=True) on the same workspace");
   }
+}
+
+// Runs f(Cell{}) for the cell named `name` ("lstm", "gru", "simple_rnn"), or ValueError.
+template <class F>
+static auto with_cell(const std::string& name, F&& f) {
+  if (name == LstmCell::kName) return f(LstmCell{});
+  if (name == GruCell::kName) return f(GruCell{});
+  if (name == SimpleRnnCell::kName) return f(SimpleRnnCell{});
+  throw py::value_error("cell must be 'lstm', 'gru' or 'simple_rnn', got '" + name + "'");
+}
+
+// "G*H" as the messages write it: "4H", "3H", "H".
+static std::string gh(int G) { return G == 1 ? "H" : std::to_string(G) + "H"; }
+
+// The recurrent kernel (H, G*H) of a cell with G gates per unit, H >= 1; its H.
+static py::ssize_t units_of(const F32& recurrent, int G) {
+  const py::ssize_t H = recurrent.shape(0);
+  if (H < 1 || recurrent.shape(1) != G * H) {
+    throw py::value_error("recurrent_kernel must have shape (H, " + gh(G) +
+                          ") with H >= 1, got " + shape_str({recurrent.shape(0), recurrent.shape(1)}));
+  }
+  return H;
+}
+
+// The recurrent bias (G*H,) of a cell that takes one (GRU), or None; its data or null.
+template <class Cell>
+static const float* recurrent_bias_of(py::handle rb, py::ssize_t H, std::optional<F32>& keep) {
+  if (rb.is_none()) return nullptr;
+  if (!Cell::kSeparateProduct) {
+    throw py::value_error(std::string("the ") + Cell::kName + " cell takes no recurrent_bias");
+  }
+  keep = checked<float>(rb, "recurrent_bias", ("(" + gh(Cell::kGates) + ",)").c_str(), {Cell::kGates * H});
+  return keep->data();
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -255,134 +297,174 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("x"), py::arg("kernel"), py::arg("dz"), py::arg("need_dx") = true,
   "Backward of affine: (dx (N,E) or None, dkernel (E,M), dbias (M)).");
 
-  m.def("lstm_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
-                           py::handle bias_, bool return_sequences,
-                           std::shared_ptr<Workspace> ws, bool training, bool return_state) {
+  m.def("rnn_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
+                          py::handle bias_, const std::string& cell, py::handle recurrent_bias_,
+                          bool return_sequences, std::shared_ptr<Workspace> ws, bool training,
+                          bool return_state) {
     warn_if_forked();
-    auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
-    const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
-    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {-1, -1});
-    const py::ssize_t H = recurrent.shape(0);
-    if (H < 1 || recurrent.shape(1) != 4 * H) {
-      throw py::value_error("recurrent_kernel must have shape (H, 4H) with H >= 1, got " +
-                            shape_str({recurrent.shape(0), recurrent.shape(1)}));
-    }
-    auto kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
-    auto bias = checked<float>(bias_, "bias", "(4H,)", {4 * H});
-    const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), h = as_int(H, "H");
-    as_int(B * T, "B*T (positions of dense input)");
-    ws = workspace_or_new(ws);
-    HiddenStates out(B, T, H, return_sequences, return_state);
-    locked(*ws, [] {}, [&] {
-      lstm_forward_dense(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), b, t, e, h,
-                         out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+    return with_cell(cell, [&](auto c) {
+      using Cell = decltype(c);
+      constexpr int G = Cell::kGates;
+      auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
+      const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
+      auto recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {-1, -1});
+      const py::ssize_t H = units_of(recurrent, G);
+      auto kernel = checked<float>(kernel_, "kernel", ("(E, " + gh(G) + ")").c_str(), {E, G * H});
+      auto bias = checked<float>(bias_, "bias", ("(" + gh(G) + ",)").c_str(), {G * H});
+      std::optional<F32> rb_keep;
+      const float* rb = recurrent_bias_of<Cell>(recurrent_bias_, H, rb_keep);
+      const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), h = as_int(H, "H");
+      as_int(B * T, "B*T (positions of dense input)");
+      ws = workspace_or_new(ws);
+      HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
+      locked(*ws, [] {}, [&] {
+        rnn_forward_dense<Cell>(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), rb, b,
+                                t, e, h, out.last.mutable_data(), out.seq_data(), out.c_data(),
+                                training);
+      });
+      return out.result();
     });
-    return out.result();
   }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
+  py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   py::arg("training") = true, py::arg("return_state") = false,
-  "LSTM over x (B,T,E) float32 -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
-  "return_state, (h_last, h_seq or None, c_last (B,H)).\n"
-  "Pass a Workspace to keep what lstm_backward needs (training=True) or to reuse its memory.");
+  "A recurrent layer over x (B,T,E) float32; cell 'lstm' (G = 4 gates), 'gru' (reset_after,\n"
+  "G = 3; recurrent_bias (3H,) or None) or 'simple_rnn' (G = 1): kernel (E,G*H),\n"
+  "recurrent_kernel (H,G*H), bias (G*H,). -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
+  "return_state, (h_last, h_seq or None, c_last (B,H), None for cells without a cell state).\n"
+  "Pass a Workspace to keep what rnn_backward needs (training=True) or to reuse its memory.");
 
-  m.def("lstm_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
-                            py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_,
-                            py::handle dc_last_) {
+  m.def("rnn_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
+                           py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_,
+                           py::handle dc_last_, bool need_recurrent_bias) {
     warn_if_forked();
-    if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward");
-    std::optional<F32> x, kernel, recurrent, dx, dkernel, drecurrent, dbias;
+    if (!ws) throw py::value_error("workspace must be the one passed to rnn_forward");
+    std::optional<F32> x, kernel, recurrent, dx, dkernel, drecurrent, dbias, drb;
     StateGradients d;
+    std::string cell;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, false);
-      const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
-      x = checked<float>(x_, "x", "(B, T, E) as in forward", {B, T, E});
-      kernel = checked<float>(kernel_, "kernel", "(E, 4H)", {E, 4 * H});
-      recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
-      d.check(dh_last_, dh_seq_, dc_last_, B, T, H);
-      dx.emplace(std::vector<py::ssize_t>{B, T, E});
-      dkernel.emplace(std::vector<py::ssize_t>{E, 4 * H});
-      drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
-      dbias.emplace(std::vector<py::ssize_t>{4 * H});
+      cell = ws->cell;
+      with_cell(cell, [&](auto c) {
+        using Cell = decltype(c);
+        constexpr int G = Cell::kGates;
+        const py::ssize_t B = ws->B, T = ws->T, E = ws->E, H = ws->H;
+        x = checked<float>(x_, "x", "(B, T, E) as in forward", {B, T, E});
+        kernel = checked<float>(kernel_, "kernel", ("(E, " + gh(G) + ")").c_str(), {E, G * H});
+        recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {H, G * H});
+        d.check<Cell>(dh_last_, dh_seq_, dc_last_, B, T, H);
+        dx.emplace(std::vector<py::ssize_t>{B, T, E});
+        dkernel.emplace(std::vector<py::ssize_t>{E, G * H});
+        drecurrent.emplace(std::vector<py::ssize_t>{H, G * H});
+        dbias.emplace(std::vector<py::ssize_t>{G * H});
+        if (need_recurrent_bias) drb.emplace(std::vector<py::ssize_t>{G * H});
+      });
     }, [&] {
-      lstm_backward_dense(*ws, x->data(), kernel->data(), recurrent->data(), d.last->data(),
-                          d.seq_data(), d.c_data(),
-                          dx->mutable_data(),
-                          dkernel->mutable_data(), drecurrent->mutable_data(), dbias->mutable_data());
+      with_cell(cell, [&](auto c) {
+        rnn_backward_dense<decltype(c)>(*ws, x->data(), kernel->data(), recurrent->data(),
+                                        d.last->data(), d.seq_data(), d.c_data(),
+                                        dx->mutable_data(), dkernel->mutable_data(),
+                                        drecurrent->mutable_data(), dbias->mutable_data(),
+                                        drb ? drb->mutable_data() : nullptr);
+      });
     });
-    return py::make_tuple(*dx, *dkernel, *drecurrent, *dbias);
+    if (drb) return py::object(py::make_tuple(*dx, *dkernel, *drecurrent, *dbias, *drb));
+    return py::object(py::make_tuple(*dx, *dkernel, *drecurrent, *dbias));
   }, py::arg("workspace"), py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"),
   py::arg("dh_last"), py::arg("dh_seq") = py::none(), py::arg("dc_last") = py::none(),
-  "Backward of lstm_forward -> (dx (B,T,E), dkernel (E,4H), drecurrent (H,4H), dbias (4H)).");
+  py::arg("need_recurrent_bias") = false,
+  "Backward of rnn_forward (the cell of that forward) -> (dx (B,T,E), dkernel (E,G*H),\n"
+  "drecurrent (H,G*H), dbias (G*H)), and drecurrent_bias (G*H) last with need_recurrent_bias.");
 
-  m.def("lstm_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
-                                  int pad_row, bool return_sequences,
-                                  std::shared_ptr<Workspace> ws, bool training,
-                                  bool return_state) {
+  m.def("rnn_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
+                                 int pad_row, const std::string& cell, py::handle recurrent_bias_,
+                                 bool return_sequences, std::shared_ptr<Workspace> ws,
+                                 bool training, bool return_state) {
     warn_if_forked();
-    auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
-    const py::ssize_t B = ids.shape(0), T = ids.shape(1);
-    auto table = checked<float>(table_, "table", "(U, 4H)", {-1, -1});
-    const py::ssize_t U = table.shape(0);
-    auto recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {-1, -1});
-    const py::ssize_t H = recurrent.shape(0);
-    if (H < 1 || recurrent.shape(1) != 4 * H || table.shape(1) != 4 * H) {
-      throw py::value_error("recurrent_kernel must have shape (H, 4H) with H >= 1 and table (U, 4H); got " +
-                            shape_str({recurrent.shape(0), recurrent.shape(1)}) + " and " +
-                            shape_str({table.shape(0), table.shape(1)}));
-    }
-    if (pad_row < -1 || pad_row >= U) {
-      throw py::value_error("pad_row must be -1 or a table row in [0, " + std::to_string(U) +
-                            "), got " + std::to_string(pad_row));
-    }
-    const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
-    ws = workspace_or_new(ws);
-    HiddenStates out(B, T, H, return_sequences, return_state);
-    locked(*ws, [&] {
-      // The ids are copied, then checked: the kernel reads the checked copy (another thread
-      // may change the caller's array at any time once the GIL is released).
-      const int32_t* src = ids.data();
-      ws->ids.assign(src, src + B * T);
-      const int32_t* id = ws->ids.data();
-      for (py::ssize_t k = 0; k < B * T; ++k) {
-        if (id[k] < 0 || id[k] >= U) {
-          throw py::value_error("ids[" + std::to_string(k / T) + ", " + std::to_string(k % T) +
-                                "] = " + std::to_string(id[k]) + " is not a table row in [0, " +
-                                std::to_string(U) + ")");
-        }
+    return with_cell(cell, [&](auto c) {
+      using Cell = decltype(c);
+      constexpr int G = Cell::kGates;
+      auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
+      const py::ssize_t B = ids.shape(0), T = ids.shape(1);
+      auto table = checked<float>(table_, "table", ("(U, " + gh(G) + ")").c_str(), {-1, -1});
+      const py::ssize_t U = table.shape(0);
+      auto recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {-1, -1});
+      const py::ssize_t H = units_of(recurrent, G);
+      if (table.shape(1) != G * H) {
+        throw py::value_error("table must have shape (U, " + gh(G) + ") = (U, " +
+                              std::to_string(G * H) + "), got " +
+                              shape_str({table.shape(0), table.shape(1)}));
       }
-    }, [&] {
-      lstm_forward(*ws, table.data(), u, true, pad_row, recurrent.data(), b, t, h,
-                   out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+      if (pad_row < -1 || pad_row >= U) {
+        throw py::value_error("pad_row must be -1 or a table row in [0, " + std::to_string(U) +
+                              "), got " + std::to_string(pad_row));
+      }
+      std::optional<F32> rb_keep;
+      const float* rb = recurrent_bias_of<Cell>(recurrent_bias_, H, rb_keep);
+      const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
+      ws = workspace_or_new(ws);
+      HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
+      locked(*ws, [&] {
+        // The ids are copied, then checked: the kernel reads the checked copy (another thread
+        // may change the caller's array at any time once the GIL is released).
+        const int32_t* src = ids.data();
+        ws->ids.assign(src, src + B * T);
+        const int32_t* id = ws->ids.data();
+        for (py::ssize_t k = 0; k < B * T; ++k) {
+          if (id[k] < 0 || id[k] >= U) {
+            throw py::value_error("ids[" + std::to_string(k / T) + ", " + std::to_string(k % T) +
+                                  "] = " + std::to_string(id[k]) + " is not a table row in [0, " +
+                                  std::to_string(U) + ")");
+          }
+        }
+      }, [&] {
+        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, recurrent.data(), rb, b, t, h,
+                          out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+      });
+      return out.result();
     });
-    return out.result();
   }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
+  py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   py::arg("training") = true, py::arg("return_state") = false,
-  "LSTM over token ids (B,T) int32 whose projected inputs are rows of table (U,4H)\n"
-  "(= embeddings @ kernel + bias). Leading runs of pad_row are skipped exactly.\n"
-  "-> h_last (B,H), or (h_last, h_seq (B,T,H)); with return_state, (h_last, h_seq or None,\n"
-  "c_last (B,H)).");
+  "A recurrent layer (cell as in rnn_forward) over token ids (B,T) int32 whose projected\n"
+  "inputs are rows of table (U,G*H) (= embeddings @ kernel + bias). Leading runs of pad_row are\n"
+  "skipped exactly. -> h_last (B,H), or (h_last, h_seq (B,T,H)); with return_state, (h_last,\n"
+  "h_seq or None, c_last (B,H) or None).");
 
-  m.def("lstm_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
-                                   py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_) {
+  m.def("rnn_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
+                                  py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_,
+                                  bool need_recurrent_bias) {
     warn_if_forked();
-    if (!ws) throw py::value_error("workspace must be the one passed to lstm_forward_tokens");
-    std::optional<F32> recurrent, dtable, drecurrent;
+    if (!ws) throw py::value_error("workspace must be the one passed to rnn_forward_tokens");
+    std::optional<F32> recurrent, dtable, drecurrent, drb;
     StateGradients d;
+    std::string cell;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, true);
-      const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
-      recurrent = checked<float>(recurrent_, "recurrent_kernel", "(H, 4H)", {H, 4 * H});
-      d.check(dh_last_, dh_seq_, dc_last_, B, T, H);
-      dtable.emplace(std::vector<py::ssize_t>{U, 4 * H});
-      drecurrent.emplace(std::vector<py::ssize_t>{H, 4 * H});
+      cell = ws->cell;
+      with_cell(cell, [&](auto c) {
+        using Cell = decltype(c);
+        constexpr int G = Cell::kGates;
+        const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
+        recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {H, G * H});
+        d.check<Cell>(dh_last_, dh_seq_, dc_last_, B, T, H);
+        dtable.emplace(std::vector<py::ssize_t>{U, G * H});
+        drecurrent.emplace(std::vector<py::ssize_t>{H, G * H});
+        if (need_recurrent_bias) drb.emplace(std::vector<py::ssize_t>{G * H});
+      });
     }, [&] {
-      lstm_backward(*ws, recurrent->data(), d.last->data(), d.seq_data(), d.c_data(),
-                    dtable->mutable_data(),
-                    drecurrent->mutable_data());
+      with_cell(cell, [&](auto c) {
+        rnn_backward<decltype(c)>(*ws, recurrent->data(), d.last->data(), d.seq_data(), d.c_data(),
+                                  dtable->mutable_data(), drecurrent->mutable_data(),
+                                  drb ? drb->mutable_data() : nullptr);
+      });
     });
-    return py::make_tuple(*dtable, *drecurrent);
+    if (drb) return py::object(py::make_tuple(*dtable, *drecurrent, *drb));
+    return py::object(py::make_tuple(*dtable, *drecurrent));
   }, py::arg("workspace"), py::arg("recurrent_kernel"), py::arg("dh_last"),
   py::arg("dh_seq") = py::none(), py::arg("dc_last") = py::none(),
-  "Backward of lstm_forward_tokens -> (dtable (U,4H), drecurrent (H,4H)).");
+  py::arg("need_recurrent_bias") = false,
+  "Backward of rnn_forward_tokens -> (dtable (U,G*H), drecurrent (H,G*H)), and\n"
+  "drecurrent_bias (G*H) last with need_recurrent_bias.");
 }

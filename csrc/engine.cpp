@@ -8,7 +8,7 @@
 #include <numeric>
 
 #include "gemm.h"
-#include "lstm_cell.h"
+#include "cells.h"
 #include "threads.h"
 
 namespace fastlstm {
@@ -29,32 +29,34 @@ static size_t table_row(const Workspace& ws, int s, int t) {
                : ws.token_input ? size_t(ws.ids[size_t(b) * ws.T + t]) : size_t(b) * ws.T + t;
 }
 
-void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
-                  const float* recurrent, int B, int T, int H, float* h_last, float* h_seq,
-                  float* c_last, bool training) {
-  const int H4 = 4 * H;
-  // Training with token input: chunks 1.. keep their own (U,4H) table gradient, so bound
-  // their number to keep that memory within the activations' (B*T rows of 4H).
+template <class Cell>
+void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
+                 const float* recurrent, const float* recurrent_bias, int B, int T, int H,
+                 float* h_last, float* h_seq, float* c_last, bool training) {
+  const int GH = Cell::kGates * H, W = Cell::kKept * H;
+  // Training with token input: chunks 1.. keep their own (U,G*H) table gradient, so bound
+  // their number to keep that memory within the activations' (B*T rows of G*H).
   int nchunks = batch_chunks(B);
   if (training && token_input) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
   nchunks = std::max(1, std::min(nchunks, B));
   const int nslots = B + nchunks;
-  const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
+  const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
 
   ws.has_forward = false;
+  ws.cell = Cell::kName;
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
   ws.token_input = token_input;
   ws.pad_row = token_input ? pad_row : -1;
 
   grow(ws.row_of_slot, nslots), grow(ws.start, nslots);
-  // Training keeps gates and c of every step for backward; inference only the last ones.
-  // h is never kept: backward recomputes h_{t-1} = o_{t-1} * tanh(c_{t-1}) (less memory
-  // traffic, and the tanh is needed there anyway).
-  auto gate_block = [&](int t) { return training ? t : 0; };
-  auto c_block = [&](int t) { return training ? t : t % 2; };
-  grow(ws.gates, size_t(training ? T : 1) * SH4);
-  grow(ws.cs, size_t(training ? T + 1 : 2) * SH);
-  grow(ws.hs, 2 * SH);
+  // Training keeps the work rows and states of every step for backward; inference only the
+  // last ones. A cell-state cell's h is never kept: backward recomputes h_{t-1} = o_{t-1} *
+  // tanh(c_{t-1}) (less memory traffic, and the tanh is needed there anyway).
+  auto work_block = [&](int t) { return training ? t : 0; };
+  auto state_block = [&](int t) { return training ? t : t % 2; };
+  grow(ws.work, size_t(training ? T : 1) * SW);
+  grow(ws.states, size_t(training ? T + 1 : 2) * SH);
+  if (Cell::kCellState) grow(ws.hs, 2 * SH);
 
   // Start step of each row: the length of its leading run of padding (T: all padding).
   std::vector<int> row_start(B, 0);
@@ -99,59 +101,73 @@ void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, in
     ws.chunk_lo[nchunks] = slot;
   }
 
-  grow(ws.rec_packed, panel_floats(H, H4));
+  grow(ws.rec_packed, panel_floats(H, GH));
+  if (Cell::kSeparateProduct) grow(ws.product, size_t(nchunks) * ws.max_chunk * GH);
   const PanelB rec = packed_b(ws.rec_packed.data(), H);
-  float* gates = ws.gates.data();
-  float* hs = ws.hs.data();  // (2,nslots,H): block t % 2 = h_{t-1}
-  float* cs = ws.cs.data();
-  auto input = [&](int s, int t) { return table + table_row(ws, s, t) * H4; };
+  float* work = ws.work.data();
+  float* states = ws.states.data();
+  // h_{t-1}: block t % 2 of hs (cell-state cells), else the kept state of step t-1.
+  auto h_at = [&](int t) {
+    return Cell::kCellState ? ws.hs.data() + size_t(t % 2) * SH : states + size_t(state_block(t)) * SH;
+  };
+  auto input = [&](int s, int t) { return table + table_row(ws, s, t) * GH; };
   // Zero initial state. Step 0 has no product, so h_{-1} is read only as the output when
   // T = 0 (it must not be a previous call's).
-  std::fill_n(cs, SH, 0.f);
-  std::fill_n(hs, SH, 0.f);
+  std::fill_n(states, SH, 0.f);
+  if (Cell::kCellState) std::fill_n(ws.hs.data(), SH, 0.f);
 
 #pragma omp parallel num_threads(team_threads())
   {
-  pack_panels(recurrent, H, H4, false, ws.rec_packed.data());  // by the whole team
+  pack_panels(recurrent, H, GH, false, ws.rec_packed.data());  // by the whole team
   // A thread owns a chunk for all time steps: no barrier per step. Chunks go to whichever
   // thread is free (a chunk's results do not depend on which thread computes it).
 #pragma omp for schedule(dynamic, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
+    float* product = Cell::kSeparateProduct ? ws.product.data() + size_t(j) * ws.max_chunk * GH : nullptr;
     int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
     for (int t = 0; t < T; ++t) {
-      float* hprev = hs + size_t(t % 2) * SH;
-      float* hnext = hs + size_t((t + 1) % 2) * SH;
-      float* cprev = cs + size_t(c_block(t)) * SH;
-      float* cnext = cs + size_t(c_block(t + 1)) * SH;
+      float* hprev = h_at(t);
+      float* hnext = h_at(t + 1);
+      float* sprev = states + size_t(state_block(t)) * SH;
+      float* snext = states + size_t(state_block(t + 1)) * SH;
       const int first_new = active;
       while (active < hi && ws.start[active] <= t) ++active;
-      // Rows starting now continue from the trajectory's state h_{t-1}, c_{t-1}.
+      // Rows starting now continue from the trajectory's state h_{t-1} (and c_{t-1}).
       for (int s = first_new; t > 0 && s < active; ++s) {
         std::memcpy(hprev + size_t(s) * H, hprev + size_t(traj) * H, H * sizeof(float));
-        std::memcpy(cprev + size_t(s) * H, cprev + size_t(traj) * H, H * sizeof(float));
+        if (Cell::kCellState) std::memcpy(sprev + size_t(s) * H, sprev + size_t(traj) * H, H * sizeof(float));
       }
       const int w0 = t < S ? traj : traj + 1;  // the trajectory runs while rows wait for it
       const int n = active - w0;
       if (n > 0) {
-        float* z = gates + size_t(gate_block(t)) * SH4 + size_t(w0) * H4;  // (n,4H)
+        float* z = work + size_t(work_block(t)) * SW + size_t(w0) * W;  // (n,W)
         for (int s = w0; s < active; ++s) {
-          std::memcpy(z + size_t(s - w0) * H4, input(s, t), H4 * sizeof(float));
+          std::memcpy(z + size_t(s - w0) * W, input(s, t), GH * sizeof(float));
         }
-        if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, H4, z, true);  // h_{-1} = 0
+        // h_{t-1} @ recurrent (h_{-1} = 0): into the work rows, or apart (n,G*H)
+        if (!Cell::kSeparateProduct) {
+          if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, GH, z, true, W);
+        } else if (t > 0) {
+          gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, GH, product, false);
+        } else {
+          std::fill_n(product, size_t(n) * GH, 0.f);
+        }
         for (int s = w0; s < active; ++s) {
           // Fetch what step t+1 copies in for this slot (its table row; in training, its
-          // fresh gates row, far beyond the caches) while step t computes.
+          // fresh work row, far beyond the caches) while step t computes.
           if (t + 1 < T) {
             const float* src = input(s, t + 1);
-            for (int c = 0; c < H4; c += 16) __builtin_prefetch(src + c);
+            for (int c = 0; c < GH; c += 16) __builtin_prefetch(src + c);
             if (training) {
-              float* dst = gates + size_t(t + 1) * SH4 + size_t(s) * H4;
-              for (int c = 0; c < H4; c += 16) __builtin_prefetch(dst + c, 1);
+              float* dst = work + size_t(t + 1) * SW + size_t(s) * W;
+              for (int c = 0; c < W; c += 16) __builtin_prefetch(dst + c, 1);
             }
           }
-          cell_forward(z + size_t(s - w0) * H4, cprev + size_t(s) * H, cnext + size_t(s) * H,
-                       hnext + size_t(s) * H, H);
+          Cell::forward(z + size_t(s - w0) * W,
+                        Cell::kSeparateProduct ? product + size_t(s - w0) * GH : nullptr,
+                        recurrent_bias, sprev + size_t(s) * H, snext + size_t(s) * H,
+                        hnext + size_t(s) * H, H);
         }
       }
       // Outputs; a position still in the leading padding takes the trajectory's state.
@@ -161,8 +177,8 @@ void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, in
       }
     }
     // Final states; an all-padding row's are the trajectory's.
-    const float* hT = hs + size_t(T % 2) * SH;
-    const float* cT = cs + size_t(c_block(T)) * SH;
+    const float* hT = h_at(T);
+    const float* cT = states + size_t(state_block(T)) * SH;
     for (int s = traj + 1; s < hi; ++s) {
       const size_t src = size_t(ws.start[s] < T ? s : traj) * H, dst = size_t(ws.row_of_slot[s]) * H;
       std::memcpy(h_last + dst, hT + src, H * sizeof(float));
@@ -178,86 +194,102 @@ void lstm_forward(Workspace& ws, const float* table, int U, bool token_input, in
 
 constexpr int kGroupSteps = 2;  // time steps per drecurrent product and dtable scatter
 
-void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
-                   const float* dh_seq, const float* dc_last, float* dtable, float* drecurrent) {
-  const int T = ws.T, H = ws.H, U = ws.U, H4 = 4 * H, nslots = ws.nslots;
-  const size_t SH = size_t(nslots) * H, SH4 = size_t(nslots) * H4;
+template <class Cell>
+void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
+                  const float* dh_seq, const float* dc_last, float* dtable, float* drecurrent,
+                  float* drecurrent_bias) {
+  const int T = ws.T, H = ws.H, U = ws.U, GH = Cell::kGates * H, W = Cell::kKept * H;
+  const int nslots = ws.nslots;
+  const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
   const int nth = team_threads();
   const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
 
-  grow(ws.rect_packed, panel_floats(H4, H));
-  const PanelB rect = packed_b(ws.rect_packed.data(), H4);
+  grow(ws.rect_packed, panel_floats(GH, H));
+  const PanelB rect = packed_b(ws.rect_packed.data(), GH);
   // Per chunk, a group of up to kGroupSteps steps: dz rows (row stride ldz, so drecurrent
   // reads them in place), the h_{t-1} rows and the table rows they belong to.
-  const int ldz = round_up(H4, kPanel);
+  const int ldz = round_up(GH, kPanel);
   const int cap = kGroupSteps * ws.max_chunk;
   grow(ws.dz_group, size_t(nchunks) * cap * ldz);
+  if (Cell::kSeparateProduct) grow(ws.dzin_group, size_t(nchunks) * cap * GH);
   grow(ws.h_group, size_t(nchunks) * cap * H);
   grow(ws.row_group, size_t(nchunks) * cap);
-  grow(ws.drec_chunk, size_t(nchunks) * H * H4);
-  if (private_dtable) grow(ws.dtable_chunk, size_t(nchunks - 1) * U * H4);
-  grow(ws.dh, SH), grow(ws.dc, SH), grow(ws.tanh_c, SH), grow(ws.tanh_step, nslots);
-  const float* gates = ws.gates.data();
-  const float* cs = ws.cs.data();
+  grow(ws.drec_chunk, size_t(nchunks) * H * GH);
+  if (drecurrent_bias) grow(ws.drb_chunk, size_t(nchunks) * GH);
+  if (private_dtable) grow(ws.dtable_chunk, size_t(nchunks - 1) * U * GH);
+  grow(ws.dh, SH);
+  if (Cell::kCellState) grow(ws.dc, SH), grow(ws.aux, SH), grow(ws.aux_step, nslots);
+  const float* work = ws.work.data();
+  const float* states = ws.states.data();
   float* dH = ws.dh.data();
-  float* dC = ws.dc.data();
+  float* dC = Cell::kCellState ? ws.dc.data() : nullptr;
 
   // Initial state gradients: dh_last (and dc_last) for each row; an all-padding row's go
   // to its chunk's trajectory (its final state was the trajectory's).
   std::fill_n(dH, SH, 0.f);
-  std::fill_n(dC, SH, 0.f);
+  if (dC) std::fill_n(dC, SH, 0.f);
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j];
     for (int s = traj + 1; s < ws.chunk_lo[j + 1]; ++s) {
       const size_t src = size_t(ws.row_of_slot[s]) * H, dst = size_t(ws.start[s] < T ? s : traj) * H;
       VecMap(dH + dst, H) += ConstVecMap(dh_last + src, H);
-      if (dc_last) VecMap(dC + dst, H) += ConstVecMap(dc_last + src, H);
+      if (dc_last && dC) VecMap(dC + dst, H) += ConstVecMap(dc_last + src, H);
     }
   }
 
 #pragma omp parallel num_threads(nth)
   {
-  pack_panels(recurrent, H4, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
+  pack_panels(recurrent, GH, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
 #pragma omp for schedule(dynamic, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
-    float* drec = ws.drec_chunk.data() + size_t(j) * H * H4;
+    float* drec = ws.drec_chunk.data() + size_t(j) * H * GH;
+    float* drb = drecurrent_bias ? ws.drb_chunk.data() + size_t(j) * GH : nullptr;
     float* dzg = ws.dz_group.data() + size_t(j) * cap * ldz;
+    float* dzin = Cell::kSeparateProduct ? ws.dzin_group.data() + size_t(j) * cap * GH : nullptr;
+    const size_t ldin = Cell::kSeparateProduct ? GH : ldz;  // row stride of the dz_in rows
     float* hg = ws.h_group.data() + size_t(j) * cap * H;
     int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
     // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
     // input: every position is its own row, so chunks share dtable (each zeroes its rows).
-    float* dtab = private_dtable && j > 0 ? ws.dtable_chunk.data() + size_t(j - 1) * U * H4 : dtable;
+    float* dtab = private_dtable && j > 0 ? ws.dtable_chunk.data() + size_t(j - 1) * U * GH : dtable;
     if (ws.token_input) {
-      if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * H4, 0.f);
+      if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * GH, 0.f);
     } else {
       for (int s = traj + 1; s < hi; ++s) {
-        std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * H4, size_t(T) * H4, 0.f);
+        std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * GH, size_t(T) * GH, 0.f);
       }
     }
-    std::fill_n(drec, size_t(H) * H4, 0.f);
+    std::fill_n(drec, size_t(H) * GH, 0.f);
+    if (drb) std::fill_n(drb, GH, 0.f);
     int kk = 0;  // rows in the current group
-    // drecurrent += h_{t-1}^T @ dz_t and dtable[row] += dz_t over the group's rows
+    // Over the group's rows: drecurrent += h_{t-1}^T @ dz_rec_t, drecurrent_bias += dz_rec_t,
+    // dtable[row] += dz_in_t
     auto flush = [&] {
-      gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), H4, drec, true);
+      gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), GH, drec, true);
       for (int r = 0; r < kk; ++r) {
-        VecMap(dtab + size_t(rowg[r]) * H4, H4) += ConstVecMap(dzg + size_t(r) * ldz, H4);
+        const float* din = (Cell::kSeparateProduct ? dzin : dzg) + size_t(r) * ldin;
+        VecMap(dtab + size_t(rowg[r]) * GH, GH) += ConstVecMap(din, GH);
+        if (drb) VecMap(drb, GH) += ConstVecMap(dzg + size_t(r) * ldz, GH);
       }
       kk = 0;
     };
-    // tanh(c_t) of slot s, computed at step t+1 (for h_t) and used again at step t.
-    float* tanh_c = ws.tanh_c.data();
-    int* tanh_step = ws.tanh_step.data() + traj;  // which step's tanh(c) each slot holds
-    std::fill_n(tanh_step, hi - traj, -1);
-    auto tanh_of = [&](int s, int t) {         // tanh(c_t) of slot s
-      float* tc = tanh_c + size_t(s) * H;
-      if (tanh_step[s - traj] != t) {
-        tanh_row(cs + size_t(t + 1) * SH + size_t(s) * H, tc, H);
-        tanh_step[s - traj] = t;
+    // Cell::aux (tanh c_t) of slot s, computed at step t+1 (for h_t) and used again at step t.
+    float* aux = Cell::kCellState ? ws.aux.data() : nullptr;
+    int* aux_step = Cell::kCellState ? ws.aux_step.data() + traj : nullptr;  // which step's aux each slot holds
+    if (aux_step) std::fill_n(aux_step, hi - traj, -1);
+    auto aux_of = [&](int s, int t) -> const float* {  // aux of step t, slot s
+      if constexpr (Cell::kCellState) {
+        float* a = aux + size_t(s) * H;
+        if (aux_step[s - traj] != t) {
+          Cell::aux(states + size_t(t + 1) * SH + size_t(s) * H, a, H);
+          aux_step[s - traj] = t;
+        }
+        return a;
       }
-      return tc;
+      return nullptr;
     };
 
     int active = hi;  // row slots [traj+1, active) are past their leading padding at step t
@@ -274,39 +306,42 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       }
       if (n == 0) continue;
       if (kk + n > cap) flush();
-      float* dz = dzg + size_t(kk) * ldz;  // (n,4H), row stride ldz
+      float* dz = dzg + size_t(kk) * ldz;  // (n,G*H), row stride ldz
       for (int s = w0; s < active; ++s) {
         // The activations (T,nslots,...) are far bigger than the caches: fetch what step t-1
-        // reads of this row (gates, c_{t-2}) while step t computes.
+        // reads of this row (work row, state of step t-2) while step t computes.
         if (t > 0) {
-          const float* g = gates + size_t(t - 1) * SH4 + size_t(s) * H4;
-          for (int c = 0; c < H4; c += 16) __builtin_prefetch(g + c);
-          const float* cp = cs + size_t(t - 1) * SH + size_t(s) * H;
+          const float* g = work + size_t(t - 1) * SW + size_t(s) * W;
+          for (int c = 0; c < W; c += 16) __builtin_prefetch(g + c);
+          const float* cp = states + size_t(t - 1) * SH + size_t(s) * H;
           for (int c = 0; c < H; c += 16) __builtin_prefetch(cp + c);
         }
-        cell_backward(gates + size_t(t) * SH4 + size_t(s) * H4, cs + size_t(t) * SH + size_t(s) * H,
-                      tanh_of(s, t), dH + size_t(s) * H, dC + size_t(s) * H,
-                      dz + size_t(s - w0) * ldz, H);
-        rowg[kk + s - w0] = int32_t(table_row(ws, s, t));
-        // h_{t-1} = o_{t-1} * tanh(c_{t-1}); a row starting now took the trajectory's
-        float* h = hg + size_t(kk + s - w0) * H;
+        const int r = kk + s - w0;  // the slot's row in the group
+        float* dz_rec = dz + size_t(s - w0) * ldz;
+        Cell::backward(work + size_t(t) * SW + size_t(s) * W, states + size_t(t) * SH + size_t(s) * H,
+                       aux_of(s, t), dH + size_t(s) * H, dC ? dC + size_t(s) * H : nullptr,
+                       Cell::kSeparateProduct ? dzin + size_t(r) * ldin : dz_rec, dz_rec, H);
+        rowg[r] = int32_t(table_row(ws, s, t));
+        // h_{t-1}; a row starting now took the trajectory's
+        float* h = hg + size_t(r) * H;
         if (t == 0) {
           std::fill_n(h, H, 0.f);
-        } else {
+        } else if constexpr (Cell::kCellState) {  // recomputed: o_{t-1} * tanh(c_{t-1})
           const int src = s > traj && ws.start[s] == t ? traj : s;
-          const float* o = gates + size_t(t - 1) * SH4 + size_t(src) * H4 + 3 * H;
-          VecMap(h, H) = ConstVecMap(o, H) * ConstVecMap(tanh_of(src, t - 1), H);
+          Cell::hidden(work + size_t(t - 1) * SW + size_t(src) * W, aux_of(src, t - 1), h, H);
+        } else {  // kept (forward copied the trajectory's into a starting row's slot)
+          std::memcpy(h, states + size_t(t) * SH + size_t(s) * H, H * sizeof(float));
         }
       }
       kk += n;
       if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
-      // dL/dh_{t-1} = dz_t @ recurrent^T       (from z_t = ... + h_{t-1} @ recurrent)
-      gemm_packed(dz, ldz, 1, n, H4, rect, H, dH + size_t(w0) * H, false);
-      // Rows that started at t took the trajectory's state h_{t-1}, c_{t-1}: add their
+      // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent)
+      gemm_packed(dz, ldz, 1, n, GH, rect, H, dH + size_t(w0) * H, Cell::kDirectDh);
+      // Rows that started at t took the trajectory's state h_{t-1} (c_{t-1}): add their
       // gradients to the trajectory's (its own, if it ran at t, came from the product above).
       for (int s = active - 1; s > traj && ws.start[s] == t; --s) {
         VecMap(dH + size_t(traj) * H, H) += ConstVecMap(dH + size_t(s) * H, H);
-        VecMap(dC + size_t(traj) * H, H) += ConstVecMap(dC + size_t(s) * H, H);
+        if (dC) VecMap(dC + size_t(traj) * H, H) += ConstVecMap(dC + size_t(s) * H, H);
       }
     }
     if (kk > 0) flush();
@@ -317,16 +352,30 @@ void lstm_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 #pragma omp for schedule(static)
   for (int p = 0; p < kBlocks; ++p) {
     const size_t r0 = size_t(H) * p / kBlocks, r1 = size_t(H) * (p + 1) / kBlocks;
-    VecMap dR(drecurrent + r0 * H4, (r1 - r0) * H4);
-    dR = ConstVecMap(ws.drec_chunk.data() + r0 * H4, (r1 - r0) * H4);
-    for (int j = 1; j < nchunks; ++j) dR += ConstVecMap(ws.drec_chunk.data() + (j * size_t(H) + r0) * H4, (r1 - r0) * H4);
+    VecMap dR(drecurrent + r0 * GH, (r1 - r0) * GH);
+    dR = ConstVecMap(ws.drec_chunk.data() + r0 * GH, (r1 - r0) * GH);
+    for (int j = 1; j < nchunks; ++j) dR += ConstVecMap(ws.drec_chunk.data() + (j * size_t(H) + r0) * GH, (r1 - r0) * GH);
     const size_t u0 = size_t(U) * p / kBlocks, u1 = size_t(U) * (p + 1) / kBlocks;
     for (int j = 1; private_dtable && j < nchunks; ++j) {
-      const float* part = ws.dtable_chunk.data() + size_t(j - 1) * U * H4;
-      VecMap(dtable + u0 * H4, (u1 - u0) * H4) += ConstVecMap(part + u0 * H4, (u1 - u0) * H4);
+      const float* part = ws.dtable_chunk.data() + size_t(j - 1) * U * GH;
+      VecMap(dtable + u0 * GH, (u1 - u0) * GH) += ConstVecMap(part + u0 * GH, (u1 - u0) * GH);
     }
   }
   }
+  if (drecurrent_bias) {  // in chunk order
+    VecMap drb(drecurrent_bias, GH);
+    drb = ConstVecMap(ws.drb_chunk.data(), GH);
+    for (int j = 1; j < nchunks; ++j) drb += ConstVecMap(ws.drb_chunk.data() + size_t(j) * GH, GH);
+  }
 }
+
+#define FASTLSTM_ENGINE(Cell)                                                                    \
+  template void rnn_forward<Cell>(Workspace&, const float*, int, bool, int, const float*,         \
+                                  const float*, int, int, int, float*, float*, float*, bool);     \
+  template void rnn_backward<Cell>(Workspace&, const float*, const float*, const float*,          \
+                                   const float*, float*, float*, float*);
+FASTLSTM_ENGINE(LstmCell)
+FASTLSTM_ENGINE(GruCell)
+FASTLSTM_ENGINE(SimpleRnnCell)
 
 }  // namespace fastlstm

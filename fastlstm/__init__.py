@@ -1,6 +1,7 @@
-"""fastlstm: Keras-compatible LSTM text classifiers, trained fast on the CPU.
+"""fastlstm: Keras-compatible recurrent text classifiers (LSTM, GRU, SimpleRNN), trained fast
+on the CPU.
 
-The LSTM forward and backward through time run in C++ (``fastlstm._core``); the rest is
+The forward and backward through time run in C++ (``fastlstm._core``); the rest is
 thin numpy. The API follows Keras: ``datasets.reuters``, ``preprocessing``, ``layers``,
 ``Sequential``, ``optimizers.Adam``. See README.md.
 """

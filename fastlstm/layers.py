@@ -306,30 +306,37 @@ class Dense(Layer):
         return dx.reshape(self._x.shape), [dkernel] + ([dbias] if self.use_bias else [])
 
 
-class LSTM(Layer):
-    """Keras's LSTM (gates i,f,c,o; zero initial state) on the fastlstm C++ kernels.
+def _positive_units(units):
+    if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+        raise ValueError(f"units must be a positive integer, got {units!r}")
+    return int(units)
 
-    kernel (E,4H), recurrent_kernel (H,4H), bias (4H). Output: the last hidden state (B,H),
-    or every hidden state (B,T,H) with return_sequences=True; with return_state=True, the
-    list [output, h (B,H), c (B,H)] (the final states). go_backwards=True runs over the
+
+class _Recurrent(Layer):
+    """What LSTM, GRU and SimpleRNN share: one C++ engine over a cell (`_cell`, with `_gates`
+    gates per unit and `_states` state arrays), on dense input or fused with an Embedding.
+
+    kernel (E,G*H), recurrent_kernel (H,G*H), bias (see the subclass). Output: the last hidden
+    state (B,H), or every hidden state (B,T,H) with return_sequences=True; with
+    return_state=True, the list [output, *final states]. go_backwards=True runs over the
     time-reversed input and returns the sequence in that order, as Keras does.
     """
+    _cell, _gates, _states = None, None, ("h",)
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
-                 return_state=False, go_backwards=False, name=None, **kwargs):
+                 bias_initializer="zeros", return_sequences=False, return_state=False,
+                 go_backwards=False, name=None, **kwargs):
         super().__init__(name, kwargs.pop("input_shape", None))
         if kwargs:
-            raise TypeError(f"LSTM got unexpected arguments {sorted(kwargs)}")
-        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
-            raise ValueError(f"units must be a positive integer, got {units!r}")
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        self.units, self.use_bias = _positive_units(units), bool(use_bias)
         if activation != "tanh" or recurrent_activation != "sigmoid":
-            raise ValueError("the fastlstm kernels implement activation='tanh' with "
-                             "recurrent_activation='sigmoid' (Keras's defaults) only")
-        self.units, self.use_bias = int(units), use_bias
+            gates = " with recurrent_activation='sigmoid'" if self._gates > 1 else ""
+            raise ValueError(f"{type(self).__name__}: the fastlstm kernels implement "
+                             f"activation='tanh'{gates} (Keras's defaults) only")
         self.activation, self.recurrent_activation = activation, recurrent_activation
-        self.unit_forget_bias, self.return_sequences = unit_forget_bias, bool(return_sequences)
+        self.return_sequences = bool(return_sequences)
         self.return_state, self.go_backwards = bool(return_state), bool(go_backwards)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
@@ -343,15 +350,21 @@ class LSTM(Layer):
 
     def build(self, input_shape):
         self._check_features(input_shape)
-        H = self.units
-        self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), 4 * H))
-        self.recurrent_kernel = self.add_weight(self.recurrent_initializer, (H, 4 * H))
-        self.bias = self.add_weight(self.bias_initializer, (4 * H,))
-        if self.unit_forget_bias:
-            self.bias[H:2 * H] = 1.0
-        if not self.use_bias:
-            self.bias = np.zeros(4 * H, np.float32)  # fixed, not a weight
+        GH = self._gates * self.units
+        self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), GH))
+        self.recurrent_kernel = self.add_weight(self.recurrent_initializer, (self.units, GH))
+        self.bias = self._build_bias() if self.use_bias else None
         self.built = True
+
+    def _build_bias(self):
+        return self.add_weight(self.bias_initializer, (self._gates * self.units,))
+
+    def _biases(self):
+        """(input bias (G*H,), recurrent bias (G*H,) or None) for the kernels."""
+        return (self.bias if self.use_bias else np.zeros(self._gates * self.units, np.float32)), None
+
+    def _bias_gradient(self, dbias, drecurrent_bias):
+        return dbias
 
     @property
     def weights(self):
@@ -365,7 +378,7 @@ class LSTM(Layer):
         self._check_features(input_shape)
         B, T = input_shape[0], input_shape[1]
         out = (B, T, self.units) if self.return_sequences else (B, self.units)
-        return [out, (B, self.units), (B, self.units)] if self.return_state else out
+        return [out] + [(B, self.units)] * len(self._states) if self.return_state else out
 
     def _workspace_for(self, training):
         if training:
@@ -381,10 +394,12 @@ class LSTM(Layer):
                              f"shape=(None, None, {self.kernel.shape[0]}), found shape={shape}")
 
     def _outputs(self, result):
-        """The kernels' (h_last, h_seq or None, c_last) as the layer's output(s)."""
+        """The kernels' (h_last, h_seq or None, c_last or None) as the layer's output(s)."""
         h_last, h_seq, c_last = result
         out = h_seq if self.return_sequences else h_last
-        return [out, h_last, c_last] if self.return_state else out
+        if not self.return_state:
+            return out
+        return [out, h_last, c_last] if len(self._states) == 2 else [out, h_last]
 
     def call(self, x, training=False, mask=None):
         """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H) (and the states)."""
@@ -394,16 +409,17 @@ class LSTM(Layer):
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
         self._check_width(x.shape)
         x = np.ascontiguousarray(x[:, ::-1] if self.go_backwards else x, dtype=np.float32)
-        ws = self._workspace_for(training)
-        out = _core.lstm_forward(x, self.kernel, self.recurrent_kernel, self.bias,
-                                 self.return_sequences, ws, training, return_state=True)
+        bias, recurrent_bias = self._biases()
+        out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, self._cell, recurrent_bias,
+                                self.return_sequences, self._workspace_for(training), training,
+                                return_state=True)
         if training:
             self._mode, self._x, self._batch = "dense", x, x.shape[:2]
         return self._outputs(out)
 
     def _call_on_tokens(self, tokens, training):
         """The layer on an Embedding's output without gathering it (B,T,E): the embedding
-        rows in use are projected once, (U,E) @ kernel -> (U,4H), and the kernel gathers
+        rows in use are projected once, (U,E) @ kernel -> (U,G*H), and the kernel gathers
         rows of that table."""
         embedding, ids = tokens.embedding, tokens.ids
         self._check_width(tokens.shape)
@@ -417,24 +433,27 @@ class LSTM(Layer):
         remap[used] = np.arange(used.size, dtype=np.int32)
         rows = remap[ids]                           # (B,T) rows of the projected table
         emb_used = embedding.embeddings[used]       # (U,E)
-        table = _core.affine(emb_used, self.kernel, self.bias)
+        bias, recurrent_bias = self._biases()
+        table = _core.affine(emb_used, self.kernel, bias)
         pad_row = int(remap[0]) if present[0] else -1
-        ws = self._workspace_for(training)
-        out = _core.lstm_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
-                                        self.return_sequences, ws, training, return_state=True)
+        out = _core.rnn_forward_tokens(rows, table, self.recurrent_kernel, pad_row, self._cell,
+                                       recurrent_bias, self.return_sequences,
+                                       self._workspace_for(training), training, return_state=True)
         if training:
             self._mode, self._used, self._emb_used, self._batch = "tokens", used, emb_used, ids.shape
         return self._outputs(out)
 
     def backward(self, d):
-        """d = dL/d(output) (B,H) or (B,T,H); with return_state, [d output, d h, d c] (None
-        for an output that took no gradient) -> (d input, [dkernel, drecurrent, dbias]);
+        """d = dL/d(output) (B,H) or (B,T,H); with return_state, [d output, d h(, d c)] (None
+        for an output that took no gradient) -> (d input, gradients in the order of weights);
         d input is (B,T,E), or a TokenRowsGradient after a TokenSequence input."""
+        n = 1 + len(self._states)
         if self.return_state:
-            if not isinstance(d, (list, tuple)) or len(d) != 3:
-                raise ValueError(f"{self.name} has return_state=True: backward takes [d output, d h, "
-                                 "d c] (None where an output took no gradient)")
-            d_out, d_h, d_c = d
+            if not isinstance(d, (list, tuple)) or len(d) != n:
+                raise ValueError(f"{self.name} has return_state=True: backward takes [d output, "
+                                 f"{', '.join('d ' + s for s in self._states)}] (None where an output "
+                                 "took no gradient)")
+            d_out, d_h, d_c = (list(d) + [None])[:3]
         else:
             d_out, d_h, d_c = d, None, None
         (B, T), H = self._batch, self.units
@@ -454,15 +473,89 @@ class LSTM(Layer):
         dh_last = d_out if not self.return_sequences and d_out is not None else np.zeros(state, np.float32)
         if d_h is not None:
             dh_last = dh_last + d_h
+        need_rb = self._biases()[1] is not None
         if self._mode == "dense":
-            dx, dk, dr, db = _core.lstm_backward(self._workspace, self._x, self.kernel,
-                                                 self.recurrent_kernel, dh_last, dh_seq, d_c)
+            dx, dk, dr, db, *drb = _core.rnn_backward(self._workspace, self._x, self.kernel,
+                                                      self.recurrent_kernel, dh_last, dh_seq, d_c, need_rb)
             if self.go_backwards:
                 dx = np.ascontiguousarray(dx[:, ::-1])  # back to the input's order
         else:
-            dtable, dr = _core.lstm_backward_tokens(self._workspace, self.recurrent_kernel, dh_last,
-                                                    dh_seq, d_c)
+            dtable, dr, *drb = _core.rnn_backward_tokens(self._workspace, self.recurrent_kernel, dh_last,
+                                                         dh_seq, d_c, need_rb)
             demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
             dx = TokenRowsGradient(self._used, demb_used)
-        grads = [dk, dr] + ([db] if self.use_bias else [])
+        grads = [dk, dr] + ([self._bias_gradient(db, drb[0] if drb else None)] if self.use_bias else [])
         return dx, grads
+
+
+class LSTM(_Recurrent):
+    """Keras's LSTM (gates i,f,c,o; zero initial state) on the fastlstm C++ kernels.
+
+    kernel (E,4H), recurrent_kernel (H,4H), bias (4H). Output: the last hidden state (B,H),
+    or every hidden state (B,T,H) with return_sequences=True; with return_state=True, the
+    list [output, h (B,H), c (B,H)] (the final states). go_backwards=True runs over the
+    time-reversed input and returns the sequence in that order, as Keras does.
+    """
+    _cell, _gates, _states = "lstm", 4, ("h", "c")
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
+                 return_state=False, go_backwards=False, name=None, **kwargs):
+        super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
+                         recurrent_initializer, bias_initializer, return_sequences, return_state,
+                         go_backwards, name, **kwargs)
+        self.unit_forget_bias = unit_forget_bias
+
+    def _build_bias(self):
+        bias = super()._build_bias()
+        if self.unit_forget_bias:
+            bias[self.units:2 * self.units] = 1.0
+        return bias
+
+
+class GRU(_Recurrent):
+    """Keras's GRU (gates z, r, h; reset_after=True: the reset gate multiplies
+    h_prev @ recurrent_kernel + recurrent bias; zero initial state) on the C++ kernels.
+
+    kernel (E,3H), recurrent_kernel (H,3H), bias (2,3H): row 0 the input bias, row 1 the
+    recurrent bias. return_state=True gives [output, h (B,H)].
+    """
+    _cell, _gates = "gru", 3
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", return_sequences=False, return_state=False,
+                 go_backwards=False, reset_after=True, name=None, **kwargs):
+        if not reset_after:
+            raise ValueError("GRU(reset_after=False) is not implemented yet in fastlstm; "
+                             "reset_after=True is Keras's default")
+        super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
+                         recurrent_initializer, bias_initializer, return_sequences, return_state,
+                         go_backwards, name, **kwargs)
+        self.reset_after = True
+
+    def _build_bias(self):
+        return self.add_weight(self.bias_initializer, (2, 3 * self.units))
+
+    def _biases(self):
+        if not self.use_bias:
+            return np.zeros(3 * self.units, np.float32), None
+        return self.bias[0], self.bias[1]  # rows of a C-contiguous array: contiguous
+
+    def _bias_gradient(self, dbias, drecurrent_bias):
+        return np.stack([dbias, drecurrent_bias])
+
+
+class SimpleRNN(_Recurrent):
+    """Keras's SimpleRNN: h = tanh(x @ kernel + bias + h_prev @ recurrent_kernel), zero
+    initial state. kernel (E,H), recurrent_kernel (H,H), bias (H). return_state=True gives
+    [output, h (B,H)]."""
+    _cell, _gates = "simple_rnn", 1
+
+    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 return_sequences=False, return_state=False, go_backwards=False, name=None, **kwargs):
+        super().__init__(units, activation, "sigmoid", use_bias, kernel_initializer,
+                         recurrent_initializer, bias_initializer, return_sequences, return_state,
+                         go_backwards, name, **kwargs)

@@ -48,18 +48,18 @@ def backward_racing_forwards():
         small = (np.zeros((2, 4), np.int32), np.zeros((1, 32), np.float32))
         big = (np.random.default_rng(0).integers(0, 2000, size=(300, 40), dtype=np.int32),
                np.zeros((2000, 32), np.float32))
-        _core.lstm_forward_tokens(*small, R, workspace=ws)
+        _core.rnn_forward_tokens(*small, R, workspace=ws)
         done = threading.Event()
         def forwards():
             while not done.is_set():
                 for ids, table in (small, big):
-                    _core.lstm_forward_tokens(ids, table, R, workspace=ws)
+                    _core.rnn_forward_tokens(ids, table, R, workspace=ws)
         t = threading.Thread(target=forwards)
         t.start()
         errors = 0
         for _ in range(3000):
             try:
-                dtable, dR = _core.lstm_backward_tokens(ws, R, np.ones((2, 8), np.float32))
+                dtable, dR = _core.rnn_backward_tokens(ws, R, np.ones((2, 8), np.float32))
                 assert dtable.shape == (1, 32) and dR.shape == (8, 32)
             except ValueError:
                 errors += 1
@@ -80,17 +80,17 @@ def test_dense_backward_racing_forwards_never_crashes():
         H = 4
         K, R, b = np.zeros((3, 4 * H), np.float32), np.zeros((H, 4 * H), np.float32), np.zeros(4 * H, np.float32)
         small, big = np.zeros((2, 4, 3), np.float32), np.zeros((300, 40, 3), np.float32)
-        _core.lstm_forward(small, K, R, b, workspace=ws)
+        _core.rnn_forward(small, K, R, b, workspace=ws)
         done = threading.Event()
         def forwards():
             while not done.is_set():
                 for x in (small, big):
-                    _core.lstm_forward(x, K, R, b, workspace=ws)
+                    _core.rnn_forward(x, K, R, b, workspace=ws)
         t = threading.Thread(target=forwards)
         t.start()
         for _ in range(2000):
             try:
-                _core.lstm_backward(ws, small, K, R, np.ones((2, H), np.float32))
+                _core.rnn_backward(ws, small, K, R, np.ones((2, H), np.float32))
             except ValueError:
                 pass
         done.set()
@@ -144,10 +144,10 @@ def test_ids_changed_by_another_thread_after_the_check_never_crash():
         big_ids, big_table = np.zeros((512, 400), np.int32), np.zeros((1, 4 * H), np.float32)
         for attempt in range(5):
             ids, table = np.zeros((4, 4), np.int32), np.zeros((1, 4 * H), np.float32)
-            a = threading.Thread(target=lambda: _core.lstm_forward_tokens(big_ids, big_table, R, workspace=ws))
+            a = threading.Thread(target=lambda: _core.rnn_forward_tokens(big_ids, big_table, R, workspace=ws))
             a.start()
             time.sleep(0.01)
-            b = threading.Thread(target=lambda: _core.lstm_forward_tokens(ids, table, R, workspace=ws))
+            b = threading.Thread(target=lambda: _core.rnn_forward_tokens(ids, table, R, workspace=ws))
             b.start()
             time.sleep(0.005)
             ids[:] = 1 << 30  # after b's call began, while b waits for the workspace
@@ -161,11 +161,11 @@ def test_ids_changed_by_another_thread_after_the_check_never_crash():
 def test_backward_after_an_inference_forward_is_a_value_error():
     ws = _core.Workspace()
     R = np.zeros((2, 8), np.float32)
-    _core.lstm_forward_tokens(np.zeros((3, 2), np.int32), np.zeros((1, 8), np.float32), R, workspace=ws)
-    _core.lstm_forward_tokens(np.zeros((3, 2), np.int32), np.zeros((1, 8), np.float32), R,
+    _core.rnn_forward_tokens(np.zeros((3, 2), np.int32), np.zeros((1, 8), np.float32), R, workspace=ws)
+    _core.rnn_forward_tokens(np.zeros((3, 2), np.int32), np.zeros((1, 8), np.float32), R,
                               workspace=ws, training=False)
     with pytest.raises(ValueError, match="training=True"):
-        _core.lstm_backward_tokens(ws, R, np.ones((3, 2), np.float32))
+        _core.rnn_backward_tokens(ws, R, np.ones((3, 2), np.float32))
 
 
 # ---- 2. fork after threaded use --------------------------------------------------------------
@@ -294,15 +294,15 @@ _ALLOC_SCRIPT = """
     R = np.zeros((1, 4), np.float32)
     dh = np.ones((B, 1), np.float32)
     small = _core.Workspace()          # threads and their malloc arenas exist before the limit
-    _core.lstm_forward_tokens(ids[:64], table[:64], R, workspace=small)
-    _core.lstm_backward_tokens(small, R, dh[:64])
+    _core.rnn_forward_tokens(ids[:64], table[:64], R, workspace=small)
+    _core.rnn_backward_tokens(small, R, dh[:64])
     ws = _core.Workspace()
     vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
     extra = int(sys.argv[1]) << 20
     resource.setrlimit(resource.RLIMIT_AS, (vm + extra, resource.RLIM_INFINITY))
     try:
-        _core.lstm_forward_tokens(ids, table, R, workspace=ws)
-        _core.lstm_backward_tokens(ws, R, dh)
+        _core.rnn_forward_tokens(ids, table, R, workspace=ws)
+        _core.rnn_backward_tokens(ws, R, dh)
         print("ok")
     except MemoryError:
         print("MemoryError")
@@ -343,7 +343,7 @@ def test_dense_positions_past_int32_are_a_clear_error():
             resource.setrlimit(resource.RLIMIT_AS, (6 << 30, resource.RLIM_INFINITY))  # no 32 GB table
         x = np.zeros((1 << 16, 1 << 15, 0), np.float32)   # 2**31 positions, no elements
         try:
-            _core.lstm_forward(x, np.zeros((0, 4), np.float32), np.zeros((1, 4), np.float32),
+            _core.rnn_forward(x, np.zeros((0, 4), np.float32), np.zeros((1, 4), np.float32),
                                np.zeros(4, np.float32))
         except ValueError as e:
             print("ValueError:", e)
@@ -373,8 +373,8 @@ def test_zero_time_steps_give_the_zero_state_on_a_reused_workspace(rng):
     R = np.ones((3, 12), np.float32)
     ids = np.ones((2, 5), np.int32)
     ids[:, :3] = 0
-    _core.lstm_forward_tokens(ids, np.ones((2, 12), np.float32), R, pad_row=0, workspace=ws)
-    h = _core.lstm_forward_tokens(np.zeros((2, 0), np.int32), np.ones((2, 12), np.float32), R, workspace=ws)
+    _core.rnn_forward_tokens(ids, np.ones((2, 12), np.float32), R, pad_row=0, workspace=ws)
+    h = _core.rnn_forward_tokens(np.zeros((2, 0), np.int32), np.ones((2, 12), np.float32), R, workspace=ws)
     np.testing.assert_array_equal(h, np.zeros((2, 3), np.float32))
 
 

@@ -54,12 +54,12 @@ def token_problem(rng, B, T, E, H, V):
 def test_dense_forward_matches_numpy(rng, B, T, E, H):
     x = rng.normal(size=(B, T, E)).astype(np.float32)
     K, R, b = weights(rng, E, H)
-    h_last, h_seq = _core.lstm_forward(x, K, R, b, return_sequences=True)
+    h_last, h_seq = _core.rnn_forward(x, K, R, b, return_sequences=True)
     want, _ = ref.lstm_forward(x, K, R, b)
     assert h_seq.shape == (B, T, H) and h_last.shape == (B, H)
     assert rel_err(h_seq, want) <= 1e-5
     assert rel_err(h_last, want[:, -1]) <= 1e-5
-    np.testing.assert_array_equal(_core.lstm_forward(x, K, R, b), h_last)
+    np.testing.assert_array_equal(_core.rnn_forward(x, K, R, b), h_last)
 
 
 @pytest.mark.parametrize("B,T,E,H", SHAPES)
@@ -69,10 +69,10 @@ def test_dense_backward_matches_numpy(rng, B, T, E, H):
     dh_last = rng.normal(size=(B, H)).astype(np.float32)
     dh_seq = rng.normal(size=(B, T, H)).astype(np.float32)
     ws = _core.Workspace()
-    _core.lstm_forward(x, K, R, b, workspace=ws)
+    _core.rnn_forward(x, K, R, b, workspace=ws)
     _, cache = ref.lstm_forward(x, K, R, b)
     for seq in (None, dh_seq):
-        got = _core.lstm_backward(ws, x, K, R, dh_last, seq)
+        got = _core.rnn_backward(ws, x, K, R, dh_last, seq)
         want = ref.lstm_backward(cache, dh_last, seq)[:4]
         for name, g, w in zip(["dx", "dkernel", "drecurrent", "dbias"], got, want):
             assert g.shape == w.shape, name
@@ -85,7 +85,7 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
     V = 7
     emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
     ws = _core.Workspace()
-    h_last, h_seq = _core.lstm_forward_tokens(ids, table, R, pad_row=0, return_sequences=True, workspace=ws)
+    h_last, h_seq = _core.rnn_forward_tokens(ids, table, R, pad_row=0, return_sequences=True, workspace=ws)
     want, cache = ref.lstm_forward(emb[ids], K, R, b)
     assert rel_err(h_seq, want) <= 1e-5
     assert rel_err(h_last, want[:, -1]) <= 1e-5
@@ -93,7 +93,7 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
     dh_last = rng.normal(size=(B, H)).astype(np.float32)
     dh_seq = rng.normal(size=(B, T, H)).astype(np.float32)
     for seq in (None, dh_seq):
-        dtable, drec = _core.lstm_backward_tokens(ws, R, dh_last, seq)
+        dtable, drec = _core.rnn_backward_tokens(ws, R, dh_last, seq)
         dz = ref.lstm_backward(cache, dh_last, seq)[4]
         dtable_want = np.zeros((V, 4 * H))
         np.add.at(dtable_want, ids.reshape(-1), dz.reshape(-1, 4 * H))
@@ -122,8 +122,8 @@ def test_token_path_with_a_large_table(rng, threads):
     for n in (1, 2):
         fastlstm.set_num_threads(n)
         ws = _core.Workspace()
-        h = _core.lstm_forward_tokens(ids, table, R, pad_row=0, workspace=ws)
-        dtable, drec = _core.lstm_backward_tokens(ws, R, dh)
+        h = _core.rnn_forward_tokens(ids, table, R, pad_row=0, workspace=ws)
+        dtable, drec = _core.rnn_backward_tokens(ws, R, dh)
         assert rel_err(h, want[:, -1]) <= 1e-5 and rel_err(dtable, dtable_want) <= 1e-5
         assert rel_err(drec, ref_grads[2]) <= 1e-5
         outs.append((h, dtable, drec))
@@ -135,24 +135,24 @@ def test_inference_forward_equals_training_forward(rng):
     """training=False keeps only the current step (no gates for backward): same outputs."""
     B, T, E, H, V = 9, 13, 5, 6, 5
     emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
-    for forward, args in ((_core.lstm_forward_tokens, (ids, table, R, 0)), (_core.lstm_forward, (emb[ids], K, R, b))):
+    for forward, args in ((_core.rnn_forward_tokens, (ids, table, R, 0)), (_core.rnn_forward, (emb[ids], K, R, b))):
         ws = _core.Workspace()
         train = forward(*args, return_sequences=True, workspace=ws, training=True)
         infer = forward(*args, return_sequences=True, workspace=ws, training=False)
         for a, want in zip(infer, train):
             np.testing.assert_array_equal(a, want)
         with pytest.raises(ValueError, match=r"training=True\) on the same workspace"):
-            if forward is _core.lstm_forward:
-                _core.lstm_backward(ws, emb[ids], K, R, np.zeros((B, H), np.float32))
+            if forward is _core.rnn_forward:
+                _core.rnn_backward(ws, emb[ids], K, R, np.zeros((B, H), np.float32))
             else:
-                _core.lstm_backward_tokens(ws, R, np.zeros((B, H), np.float32))
+                _core.rnn_backward_tokens(ws, R, np.zeros((B, H), np.float32))
 
 
 def test_token_path_without_padding_skip_is_the_same(rng):
     B, T, E, H, V = 6, 10, 5, 8, 4
     emb, K, R, b, ids, table = token_problem(rng, B, T, E, H, V)
-    skip = _core.lstm_forward_tokens(ids, table, R, pad_row=0)
-    plain = _core.lstm_forward_tokens(ids, table, R, pad_row=-1)
+    skip = _core.rnn_forward_tokens(ids, table, R, pad_row=0)
+    plain = _core.rnn_forward_tokens(ids, table, R, pad_row=-1)
     assert np.abs(skip - plain).max() <= 1e-6
 
 
@@ -213,8 +213,8 @@ def test_reference_and_kernel_match_finite_differences(rng):
         np.testing.assert_allclose(a, n, rtol=1e-6, atol=1e-8)
     f32 = lambda a: np.asarray(a, np.float32)
     ws = _core.Workspace()
-    _core.lstm_forward(f32(x), f32(K), f32(R), f32(b), workspace=ws)
-    kernel = _core.lstm_backward(ws, f32(x), f32(K), f32(R), f32(W1), f32(W2))
+    _core.rnn_forward(f32(x), f32(K), f32(R), f32(b), workspace=ws)
+    kernel = _core.rnn_backward(ws, f32(x), f32(K), f32(R), f32(W1), f32(W2))
     for k, n in zip(kernel, numeric):
         assert rel_err(k, n) <= 1e-5
 
@@ -229,11 +229,11 @@ def test_one_and_two_threads_are_bitwise_identical(rng, threads):
         fastlstm.set_num_threads(n)
         assert fastlstm.get_num_threads() == n
         ws, wt = _core.Workspace(), _core.Workspace()
-        h = _core.lstm_forward(x, K, R, b, workspace=ws)
-        grads = _core.lstm_backward(ws, x, K, R, dh)
+        h = _core.rnn_forward(x, K, R, b, workspace=ws)
+        grads = _core.rnn_backward(ws, x, K, R, dh)
         table = _core.affine(emb, K, b)
-        ht = _core.lstm_forward_tokens(ids, table, R, pad_row=0, workspace=wt)
-        gt = _core.lstm_backward_tokens(wt, R, dh)
+        ht = _core.rnn_forward_tokens(ids, table, R, pad_row=0, workspace=wt)
+        gt = _core.rnn_backward_tokens(wt, R, dh)
         outs.append([h, *grads, ht, *gt])
     for a, b_ in zip(*outs):
         np.testing.assert_array_equal(a, b_)
@@ -246,11 +246,11 @@ def test_a_row_does_not_depend_on_the_rows_beside_it(rng):
     one_by_one = lambda f, n, step: np.concatenate([f(s, min(s + step, n)) for s in range(0, n, step)])
     np.testing.assert_array_equal(_core.affine(emb, K, b), one_by_one(lambda i, j: _core.affine(emb[i:j], K, b), 30, 1))
     for step in (1, 7, 64):
-        h = one_by_one(lambda i, j: _core.lstm_forward_tokens(ids[i:j], table, R, pad_row=0, training=False), 200, step)
-        np.testing.assert_array_equal(_core.lstm_forward_tokens(ids, table, R, pad_row=0), h)
+        h = one_by_one(lambda i, j: _core.rnn_forward_tokens(ids[i:j], table, R, pad_row=0, training=False), 200, step)
+        np.testing.assert_array_equal(_core.rnn_forward_tokens(ids, table, R, pad_row=0), h)
         x = emb[ids]
-        h = one_by_one(lambda i, j: _core.lstm_forward(x[i:j], K, R, b, training=False), 200, step)
-        np.testing.assert_array_equal(_core.lstm_forward(x, K, R, b), h)
+        h = one_by_one(lambda i, j: _core.rnn_forward(x[i:j], K, R, b, training=False), 200, step)
+        np.testing.assert_array_equal(_core.rnn_forward(x, K, R, b), h)
 
 
 def at_offset(a, offset):
@@ -275,11 +275,11 @@ def test_results_do_not_depend_on_the_alignment_of_the_inputs(rng, B, T, E, H, V
     def run(o):
         a = lambda arr: at_offset(arr, o)
         ws, wt = _core.Workspace(), _core.Workspace()
-        h = _core.lstm_forward(a(x), a(K), a(R), a(b), workspace=ws)
-        grads = _core.lstm_backward(ws, a(x), a(K), a(R), a(dh))
+        h = _core.rnn_forward(a(x), a(K), a(R), a(b), workspace=ws)
+        grads = _core.rnn_backward(ws, a(x), a(K), a(R), a(dh))
         table = _core.affine(a(emb), a(K), a(b))
-        ht = _core.lstm_forward_tokens(a(ids), a(table), a(R), pad_row=0, workspace=wt)
-        gt = _core.lstm_backward_tokens(wt, a(R), a(dh))
+        ht = _core.rnn_forward_tokens(a(ids), a(table), a(R), pad_row=0, workspace=wt)
+        gt = _core.rnn_backward_tokens(wt, a(R), a(dh))
         w, m, v = a(emb), a(emb * 0.5), a(np.abs(emb))
         _core.adam_update(w, a(dz[:, :E]), m, v, 1e-3, 0.1, 1e-3, 1e-7)
         return [h, *grads, table, *_core.affine_backward(a(emb), a(K), a(dz)), ht, *gt, w, m, v]
@@ -292,11 +292,11 @@ def test_results_do_not_depend_on_the_alignment_of_the_inputs(rng, B, T, E, H, V
 
 def test_empty_batch_and_zero_steps(rng):
     K, R, b = weights(rng, 3, 4)
-    assert _core.lstm_forward(np.zeros((0, 5, 3), np.float32), K, R, b).shape == (0, 4)
+    assert _core.rnn_forward(np.zeros((0, 5, 3), np.float32), K, R, b).shape == (0, 4)
     ws = _core.Workspace()
-    h = _core.lstm_forward(np.zeros((2, 0, 3), np.float32), K, R, b, workspace=ws)
+    h = _core.rnn_forward(np.zeros((2, 0, 3), np.float32), K, R, b, workspace=ws)
     np.testing.assert_array_equal(h, 0)  # zero initial state, no steps
-    dx, dK, dR, db = _core.lstm_backward(ws, np.zeros((2, 0, 3), np.float32), K, R, np.ones((2, 4), np.float32))
+    dx, dK, dR, db = _core.rnn_backward(ws, np.zeros((2, 0, 3), np.float32), K, R, np.ones((2, 4), np.float32))
     assert dx.shape == (2, 0, 3) and not dK.any() and not dR.any() and not db.any()
 
 
@@ -317,7 +317,7 @@ def test_bad_arrays_raise_value_error(change, message):
                 R=np.zeros((2, 8), np.float32), b=np.zeros(8, np.float32))
     args.update(change)
     with pytest.raises(ValueError, match=message):
-        _core.lstm_forward(args["x"], args["K"], args["R"], args["b"])
+        _core.rnn_forward(args["x"], args["K"], args["R"], args["b"])
 
 
 def test_bad_token_input_raises_value_error(rng):
@@ -328,29 +328,29 @@ def test_bad_token_input_raises_value_error(rng):
         wrong = ids.copy()
         wrong[1, 2] = bad
         with pytest.raises(ValueError, match=message):
-            _core.lstm_forward_tokens(wrong, table, R)
+            _core.rnn_forward_tokens(wrong, table, R)
     with pytest.raises(ValueError, match="ids must have dtype int32, got int64"):
-        _core.lstm_forward_tokens(ids.astype(np.int64), table, R)
+        _core.rnn_forward_tokens(ids.astype(np.int64), table, R)
     with pytest.raises(ValueError, match="pad_row must be -1 or a table row"):
-        _core.lstm_forward_tokens(ids, table, R, pad_row=5)
+        _core.rnn_forward_tokens(ids, table, R, pad_row=5)
     with pytest.raises(ValueError, match="table"):
-        _core.lstm_forward_tokens(ids, np.zeros((5, 7), np.float32), R)
+        _core.rnn_forward_tokens(ids, np.zeros((5, 7), np.float32), R)
 
 
 def test_backward_checks_its_workspace(rng):
     K, R, b = weights(rng, 3, 2)
     x = np.zeros((4, 5, 3), np.float32)
     dh = np.zeros((4, 2), np.float32)
-    with pytest.raises(ValueError, match="preceding lstm_forward"):
-        _core.lstm_backward(_core.Workspace(), x, K, R, dh)
+    with pytest.raises(ValueError, match="preceding rnn_forward"):
+        _core.rnn_backward(_core.Workspace(), x, K, R, dh)
     ws = _core.Workspace()
-    _core.lstm_forward(x, K, R, b, workspace=ws)
+    _core.rnn_forward(x, K, R, b, workspace=ws)
     with pytest.raises(ValueError, match="dh_last must have shape"):
-        _core.lstm_backward(ws, x, K, R, np.zeros((3, 2), np.float32))
-    with pytest.raises(ValueError, match="preceding lstm_forward_tokens"):
-        _core.lstm_backward_tokens(ws, R, dh)
+        _core.rnn_backward(ws, x, K, R, np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="preceding rnn_forward_tokens"):
+        _core.rnn_backward_tokens(ws, R, dh)
     with pytest.raises(ValueError, match="x must have shape"):
-        _core.lstm_backward(ws, x[:2], K, R, dh)
+        _core.rnn_backward(ws, x[:2], K, R, dh)
 
 
 def test_set_num_threads_rejects_non_positive(threads):
@@ -369,6 +369,6 @@ def test_token_path_with_an_empty_batch():
     """B = 0 (found by hypothesis under UBSan): empty outputs, zero gradients, no UB."""
     R = np.zeros((2, 8), np.float32)
     ws = _core.Workspace()
-    h = _core.lstm_forward_tokens(np.zeros((0, 3), np.int32), np.zeros((4, 8), np.float32), R, 0, workspace=ws)
-    dtable, dR = _core.lstm_backward_tokens(ws, R, np.zeros((0, 2), np.float32))
+    h = _core.rnn_forward_tokens(np.zeros((0, 3), np.int32), np.zeros((4, 8), np.float32), R, 0, workspace=ws)
+    dtable, dR = _core.rnn_backward_tokens(ws, R, np.zeros((0, 2), np.float32))
     assert h.shape == (0, 2) and not dtable.any() and not dR.any()

@@ -128,7 +128,7 @@ def test_kernel_argument_checks_never_crash(B, T, E, H, kE, kH4, rH, rH4, bH4, d
     arrays[which] = arrays[which].astype(dtype)
     valid = dtype == np.float32 and rH >= 1 and rH4 == 4 * rH and kE == E and kH4 == bH4 == 4 * rH
     try:
-        h = _core.lstm_forward(*arrays)
+        h = _core.rnn_forward(*arrays)
     except ValueError:
         assert not valid
         return
@@ -145,12 +145,12 @@ def test_token_kernel_argument_checks_never_crash(B, T, U, H, lo, pad, cols):
     ws = _core.Workspace()
     valid = (B * T == 0 or 0 <= lo < U) and -1 <= pad < U and cols == 4 * H
     try:
-        h = _core.lstm_forward_tokens(ids, table, R, pad, workspace=ws)
+        h = _core.rnn_forward_tokens(ids, table, R, pad, workspace=ws)
     except ValueError:
         assert not valid
         return
     assert valid and h.shape == (B, H)
-    dtable, dR = _core.lstm_backward_tokens(ws, R, np.ones((B, H), np.float32))
+    dtable, dR = _core.rnn_backward_tokens(ws, R, np.ones((B, H), np.float32))
     assert dtable.shape == (U, 4 * H) and dR.shape == (H, 4 * H)
 
 
