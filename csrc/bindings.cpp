@@ -114,6 +114,16 @@ struct StateGradients {
   const float* c_data() const { return c ? c->data() : nullptr; }
 };
 
+// A mask (B,T) of dtype bool, or None: copied into ws.valid (under the workspace's lock: the
+// kernel reads the copy); whether there is one.
+static bool take_mask(py::handle mask, py::ssize_t B, py::ssize_t T, Workspace& ws) {
+  if (mask.is_none()) return false;
+  auto m = checked<bool>(mask, "mask", "(B, T)", {B, T});
+  const bool* src = m.data();
+  ws.valid.assign(src, src + B * T);
+  return true;
+}
+
 // Workspace held by Python; a missing one means a private one for this call.
 static std::shared_ptr<Workspace> workspace_or_new(std::shared_ptr<Workspace> ws) {
   return ws ? ws : std::make_shared<Workspace>();
@@ -300,7 +310,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("rnn_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                           py::handle bias_, const std::string& cell, py::handle recurrent_bias_,
                           bool return_sequences, std::shared_ptr<Workspace> ws, bool training,
-                          bool return_state) {
+                          bool return_state, py::handle mask) {
     warn_if_forked();
     return with_cell(cell, [&](auto c) {
       using Cell = decltype(c);
@@ -317,22 +327,25 @@ PYBIND11_MODULE(_core, m) {
       as_int(B * T, "B*T (positions of dense input)");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
-      locked(*ws, [] {}, [&] {
-        rnn_forward_dense<Cell>(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), rb, b,
-                                t, e, h, out.last.mutable_data(), out.seq_data(), out.c_data(),
-                                training);
+      bool masked = false;
+      locked(*ws, [&] { masked = take_mask(mask, B, T, *ws); }, [&] {
+        rnn_forward_dense<Cell>(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), rb,
+                                masked, b, t, e, h, out.last.mutable_data(), out.seq_data(),
+                                out.c_data(), training);
       });
       return out.result();
     });
   }, py::arg("x"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
   py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
-  py::arg("training") = true, py::arg("return_state") = false,
+  py::arg("training") = true, py::arg("return_state") = false, py::arg("mask") = py::none(),
   "A recurrent layer over x (B,T,E) float32; cell 'lstm' (G = 4 gates), 'gru' (reset_after,\n"
   "G = 3; recurrent_bias (3H,) or None) or 'simple_rnn' (G = 1): kernel (E,G*H),\n"
   "recurrent_kernel (H,G*H), bias (G*H,). -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
   "return_state, (h_last, h_seq or None, c_last (B,H), None for cells without a cell state).\n"
-  "Pass a Workspace to keep what rnn_backward needs (training=True) or to reuse its memory.");
+  "mask (B,T) bool or None: a False step keeps the state (Keras's masking); positions before\n"
+  "a row's first True step give zeros. Pass a Workspace to keep what rnn_backward needs\n"
+  "(training=True) or to reuse its memory.");
 
   m.def("rnn_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
                            py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_,
@@ -379,7 +392,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("rnn_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
                                  int pad_row, const std::string& cell, py::handle recurrent_bias_,
                                  bool return_sequences, std::shared_ptr<Workspace> ws,
-                                 bool training, bool return_state) {
+                                 bool training, bool return_state, py::handle mask) {
     warn_if_forked();
     return with_cell(cell, [&](auto c) {
       using Cell = decltype(c);
@@ -399,12 +412,17 @@ PYBIND11_MODULE(_core, m) {
         throw py::value_error("pad_row must be -1 or a table row in [0, " + std::to_string(U) +
                               "), got " + std::to_string(pad_row));
       }
+      if (pad_row >= 0 && !mask.is_none()) {
+        throw py::value_error("pad_row and mask exclude each other: with a mask, the masked steps are skipped");
+      }
       std::optional<F32> rb_keep;
       const float* rb = recurrent_bias_of<Cell>(recurrent_bias_, H, rb_keep);
       const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
+      bool masked = false;
       locked(*ws, [&] {
+        masked = take_mask(mask, B, T, *ws);
         // The ids are copied, then checked: the kernel reads the checked copy (another thread
         // may change the caller's array at any time once the GIL is released).
         const int32_t* src = ids.data();
@@ -418,19 +436,19 @@ PYBIND11_MODULE(_core, m) {
           }
         }
       }, [&] {
-        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, recurrent.data(), rb, b, t, h,
-                          out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, masked, recurrent.data(), rb, b, t,
+                          h, out.last.mutable_data(), out.seq_data(), out.c_data(), training);
       });
       return out.result();
     });
   }, py::arg("ids"), py::arg("table"), py::arg("recurrent_kernel"), py::arg("pad_row") = -1,
   py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
-  py::arg("training") = true, py::arg("return_state") = false,
+  py::arg("training") = true, py::arg("return_state") = false, py::arg("mask") = py::none(),
   "A recurrent layer (cell as in rnn_forward) over token ids (B,T) int32 whose projected\n"
   "inputs are rows of table (U,G*H) (= embeddings @ kernel + bias). Leading runs of pad_row are\n"
-  "skipped exactly. -> h_last (B,H), or (h_last, h_seq (B,T,H)); with return_state, (h_last,\n"
-  "h_seq or None, c_last (B,H) or None).");
+  "skipped exactly; or mask (B,T) bool as in rnn_forward. -> h_last (B,H), or (h_last, h_seq\n"
+  "(B,T,H)); with return_state, (h_last, h_seq or None, c_last (B,H) or None).");
 
   m.def("rnn_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
                                   py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_,

@@ -29,10 +29,15 @@ static size_t table_row(const Workspace& ws, int s, int t) {
                : ws.token_input ? size_t(ws.ids[size_t(b) * ws.T + t]) : size_t(b) * ws.T + t;
 }
 
+// Whether slot s, past its start, takes step t: always, but for a step its mask hides.
+static bool is_real(const Workspace& ws, int s, int t) {
+  return !ws.masked || ws.row_of_slot[s] < 0 || ws.valid[size_t(ws.row_of_slot[s]) * ws.T + t];
+}
+
 template <class Cell>
 void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
-                 const float* recurrent, const float* recurrent_bias, int B, int T, int H,
-                 float* h_last, float* h_seq, float* c_last, bool training) {
+                 bool masked, const float* recurrent, const float* recurrent_bias, int B, int T,
+                 int H, float* h_last, float* h_seq, float* c_last, bool training) {
   const int GH = Cell::kGates * H, W = Cell::kKept * H;
   // Training with token input: chunks 1.. keep their own (U,G*H) table gradient, so bound
   // their number to keep that memory within the activations' (B*T rows of G*H).
@@ -46,7 +51,8 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   ws.cell = Cell::kName;
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
   ws.token_input = token_input;
-  ws.pad_row = token_input ? pad_row : -1;
+  ws.masked = masked;
+  ws.pad_row = token_input && !masked ? pad_row : -1;
 
   grow(ws.row_of_slot, nslots), grow(ws.start, nslots);
   // Training keeps the work rows and states of every step for backward; inference only the
@@ -58,9 +64,18 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   grow(ws.states, size_t(training ? T + 1 : 2) * SH);
   if (Cell::kCellState) grow(ws.hs, 2 * SH);
 
-  // Start step of each row: the length of its leading run of padding (T: all padding).
-  std::vector<int> row_start(B, 0);
-  if (token_input && pad_row >= 0) {
+  // Start step of each row: the length of its leading run of padding, or of masked steps
+  // (T: none real); with a mask, the end: one past its last real step.
+  std::vector<int> row_start(B, 0), row_end(B, T);
+  if (masked) {
+    for (int b = 0; b < B; ++b) {
+      const uint8_t* v = ws.valid.data() + size_t(b) * T;
+      int s = 0, e = T;
+      while (s < T && !v[s]) ++s;
+      while (e > s && !v[e - 1]) --e;
+      row_start[b] = s, row_end[b] = e;
+    }
+  } else if (token_input && pad_row >= 0) {
     for (int b = 0; b < B; ++b) {
       const int32_t* r = ws.ids.data() + size_t(b) * T;
       int s = 0;
@@ -69,12 +84,14 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
     }
   }
 
-  // Slots: rows sorted by start, dealt to chunks back and forth (0 1 1 0 0 1 ...: balanced
-  // work); each chunk's slot range is its trajectory slot, then its rows in start order.
+  // Slots: rows sorted by start (then by end, latest first: with post-padding the rows still
+  // running stay one range), dealt to chunks back and forth (0 1 1 0 0 1 ...: balanced
+  // work); each chunk's slot range is its trajectory slot, then its rows in that order.
   std::vector<int> order(B);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return row_start[a] < row_start[b]; });
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return row_start[a] < row_start[b] || (row_start[a] == row_start[b] && row_end[a] > row_end[b]);
+  });
   std::vector<std::vector<int>> chunk_rows(nchunks);
   for (int k = 0; k < B; ++k) {
     const int i = k % nchunks, j = (k / nchunks) % 2 ? nchunks - 1 - i : i;
@@ -93,7 +110,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
       for (int b : chunk_rows[j]) {
         ws.row_of_slot[slot] = b;
         ws.start[slot] = row_start[b];
-        ws.traj_end[j] = row_start[b];  // sorted: the last is the largest
+        if (!masked) ws.traj_end[j] = row_start[b];  // sorted: the last is the largest
         ++slot;
       }
       ws.max_chunk = std::max(ws.max_chunk, slot - ws.chunk_lo[j]);
@@ -111,6 +128,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
     return Cell::kCellState ? ws.hs.data() + size_t(t % 2) * SH : states + size_t(state_block(t)) * SH;
   };
   auto input = [&](int s, int t) { return table + table_row(ws, s, t) * GH; };
+  auto real = [&](int s, int t) { return is_real(ws, s, t); };
   // Zero initial state. Step 0 has no product, so h_{-1} is read only as the output when
   // T = 0 (it must not be a previous call's).
   std::fill_n(states, SH, 0.f);
@@ -133,27 +151,44 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
       float* snext = states + size_t(state_block(t + 1)) * SH;
       const int first_new = active;
       while (active < hi && ws.start[active] <= t) ++active;
-      // Rows starting now continue from the trajectory's state h_{t-1} (and c_{t-1}).
+      // Rows starting now continue from the trajectory's state h_{t-1} (and c_{t-1}), or
+      // with a mask from the zero state.
       for (int s = first_new; t > 0 && s < active; ++s) {
-        std::memcpy(hprev + size_t(s) * H, hprev + size_t(traj) * H, H * sizeof(float));
-        if (Cell::kCellState) std::memcpy(sprev + size_t(s) * H, sprev + size_t(traj) * H, H * sizeof(float));
+        for (float* st : {hprev, Cell::kCellState ? sprev : nullptr}) {
+          if (!st) continue;
+          if (masked) std::fill_n(st + size_t(s) * H, H, 0.f);
+          else std::memcpy(st + size_t(s) * H, st + size_t(traj) * H, H * sizeof(float));
+        }
       }
       const int w0 = t < S ? traj : traj + 1;  // the trajectory runs while rows wait for it
-      const int n = active - w0;
-      if (n > 0) {
-        float* z = work + size_t(work_block(t)) * SW + size_t(w0) * W;  // (n,W)
-        for (int s = w0; s < active; ++s) {
-          std::memcpy(z + size_t(s - w0) * W, input(s, t), GH * sizeof(float));
+      float* zt = work + size_t(work_block(t)) * SW;  // (nslots,W) this step's work rows
+      // Slots [w0, active) in runs of real steps (without a mask: one run); a masked step
+      // keeps the state (and, for backward's recomputed h, the work row that made it).
+      for (int r0 = w0, r1; r0 < active; r0 = r1) {
+        if (!real(r0, t)) {
+          std::memcpy(hnext + size_t(r0) * H, hprev + size_t(r0) * H, H * sizeof(float));
+          if (Cell::kCellState) {
+            std::memcpy(snext + size_t(r0) * H, sprev + size_t(r0) * H, H * sizeof(float));
+            if (training) std::memcpy(zt + size_t(r0) * W, zt - SW + size_t(r0) * W, W * sizeof(float));
+          }
+          r1 = r0 + 1;
+          continue;
+        }
+        for (r1 = r0 + 1; r1 < active && real(r1, t);) ++r1;
+        const int n = r1 - r0;
+        float* z = zt + size_t(r0) * W;  // (n,W)
+        for (int s = r0; s < r1; ++s) {
+          std::memcpy(z + size_t(s - r0) * W, input(s, t), GH * sizeof(float));
         }
         // h_{t-1} @ recurrent (h_{-1} = 0): into the work rows, or apart (n,G*H)
         if (!Cell::kSeparateProduct) {
-          if (t > 0) gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, GH, z, true, W);
+          if (t > 0) gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, z, true, W);
         } else if (t > 0) {
-          gemm_packed(hprev + size_t(w0) * H, H, 1, n, H, rec, GH, product, false);
+          gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, product, false);
         } else {
           std::fill_n(product, size_t(n) * GH, 0.f);
         }
-        for (int s = w0; s < active; ++s) {
+        for (int s = r0; s < r1; ++s) {
           // Fetch what step t+1 copies in for this slot (its table row; in training, its
           // fresh work row, far beyond the caches) while step t computes.
           if (t + 1 < T) {
@@ -164,25 +199,31 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
               for (int c = 0; c < W; c += 16) __builtin_prefetch(dst + c, 1);
             }
           }
-          Cell::forward(z + size_t(s - w0) * W,
-                        Cell::kSeparateProduct ? product + size_t(s - w0) * GH : nullptr,
+          Cell::forward(z + size_t(s - r0) * W,
+                        Cell::kSeparateProduct ? product + size_t(s - r0) * GH : nullptr,
                         recurrent_bias, sprev + size_t(s) * H, snext + size_t(s) * H,
                         hnext + size_t(s) * H, H);
         }
       }
-      // Outputs; a position still in the leading padding takes the trajectory's state.
+      // Outputs; a position before a row's start takes the trajectory's state (with a mask:
+      // zero, the state it keeps).
       for (int s = traj + 1; h_seq && s < hi; ++s) {
-        const float* h = hnext + size_t(s < active ? s : traj) * H;
-        std::memcpy(h_seq + (size_t(ws.row_of_slot[s]) * T + t) * H, h, H * sizeof(float));
+        float* out = h_seq + (size_t(ws.row_of_slot[s]) * T + t) * H;
+        if (s >= active && masked) std::fill_n(out, H, 0.f);
+        else std::memcpy(out, hnext + size_t(s < active ? s : traj) * H, H * sizeof(float));
       }
     }
-    // Final states; an all-padding row's are the trajectory's.
+    // Final states; an all-padding row's are the trajectory's (with a mask: zero).
     const float* hT = h_at(T);
     const float* cT = states + size_t(state_block(T)) * SH;
     for (int s = traj + 1; s < hi; ++s) {
       const size_t src = size_t(ws.start[s] < T ? s : traj) * H, dst = size_t(ws.row_of_slot[s]) * H;
-      std::memcpy(h_last + dst, hT + src, H * sizeof(float));
-      if (c_last) std::memcpy(c_last + dst, cT + src, H * sizeof(float));
+      const bool zero = masked && ws.start[s] == T;
+      for (auto [out, from] : {std::pair{h_last, hT}, std::pair{c_last, cT}}) {
+        if (!out) continue;
+        if (zero) std::fill_n(out + dst, H, 0.f);
+        else std::memcpy(out + dst, from + src, H * sizeof(float));
+      }
     }
   }
   }
@@ -226,7 +267,8 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   float* dC = Cell::kCellState ? ws.dc.data() : nullptr;
 
   // Initial state gradients: dh_last (and dc_last) for each row; an all-padding row's go
-  // to its chunk's trajectory (its final state was the trajectory's).
+  // to its chunk's trajectory (its final state was the trajectory's; with a mask, the zero
+  // state, which the trajectory keeps: it never runs).
   std::fill_n(dH, SH, 0.f);
   if (dC) std::fill_n(dC, SH, 0.f);
   for (int j = 0; j < nchunks; ++j) {
@@ -298,7 +340,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       const int w0 = t < S ? traj : traj + 1;
       const int n = active - w0;
       if (dh_seq) {
-        for (int s = traj + 1; s < hi; ++s) {  // a padding position's output is the trajectory's
+        for (int s = traj + 1; s < hi; ++s) {  // a padding position's output is the trajectory's (masked: zero)
           const int b = ws.row_of_slot[s];
           float* dst = dH + size_t(s < active ? s : traj) * H;
           VecMap(dst, H) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H, H);
@@ -306,40 +348,51 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       }
       if (n == 0) continue;
       if (kk + n > cap) flush();
-      float* dz = dzg + size_t(kk) * ldz;  // (n,G*H), row stride ldz
-      for (int s = w0; s < active; ++s) {
-        // The activations (T,nslots,...) are far bigger than the caches: fetch what step t-1
-        // reads of this row (work row, state of step t-2) while step t computes.
-        if (t > 0) {
-          const float* g = work + size_t(t - 1) * SW + size_t(s) * W;
-          for (int c = 0; c < W; c += 16) __builtin_prefetch(g + c);
-          const float* cp = states + size_t(t - 1) * SH + size_t(s) * H;
-          for (int c = 0; c < H; c += 16) __builtin_prefetch(cp + c);
+      // Slots [w0, active) in runs of real steps, as forward took them; a masked step kept
+      // the state, so its gradients pass on unchanged.
+      for (int r0 = w0, r1; r0 < active; r0 = r1) {
+        if (!is_real(ws, r0, t)) {
+          r1 = r0 + 1;
+          continue;
         }
-        const int r = kk + s - w0;  // the slot's row in the group
-        float* dz_rec = dz + size_t(s - w0) * ldz;
-        Cell::backward(work + size_t(t) * SW + size_t(s) * W, states + size_t(t) * SH + size_t(s) * H,
-                       aux_of(s, t), dH + size_t(s) * H, dC ? dC + size_t(s) * H : nullptr,
-                       Cell::kSeparateProduct ? dzin + size_t(r) * ldin : dz_rec, dz_rec, H);
-        rowg[r] = int32_t(table_row(ws, s, t));
-        // h_{t-1}; a row starting now took the trajectory's
-        float* h = hg + size_t(r) * H;
-        if (t == 0) {
-          std::fill_n(h, H, 0.f);
-        } else if constexpr (Cell::kCellState) {  // recomputed: o_{t-1} * tanh(c_{t-1})
-          const int src = s > traj && ws.start[s] == t ? traj : s;
-          Cell::hidden(work + size_t(t - 1) * SW + size_t(src) * W, aux_of(src, t - 1), h, H);
-        } else {  // kept (forward copied the trajectory's into a starting row's slot)
-          std::memcpy(h, states + size_t(t) * SH + size_t(s) * H, H * sizeof(float));
+        for (r1 = r0 + 1; r1 < active && is_real(ws, r1, t);) ++r1;
+        float* dz = dzg + size_t(kk) * ldz;  // (r1-r0,G*H), row stride ldz
+        for (int s = r0; s < r1; ++s) {
+          // The activations (T,nslots,...) are far bigger than the caches: fetch what step t-1
+          // reads of this row (work row, state of step t-2) while step t computes.
+          if (t > 0) {
+            const float* g = work + size_t(t - 1) * SW + size_t(s) * W;
+            for (int c = 0; c < W; c += 16) __builtin_prefetch(g + c);
+            const float* cp = states + size_t(t - 1) * SH + size_t(s) * H;
+            for (int c = 0; c < H; c += 16) __builtin_prefetch(cp + c);
+          }
+          const int r = kk + s - r0;  // the slot's row in the group
+          float* dz_rec = dz + size_t(s - r0) * ldz;
+          Cell::backward(work + size_t(t) * SW + size_t(s) * W, states + size_t(t) * SH + size_t(s) * H,
+                         aux_of(s, t), dH + size_t(s) * H, dC ? dC + size_t(s) * H : nullptr,
+                         Cell::kSeparateProduct ? dzin + size_t(r) * ldin : dz_rec, dz_rec, H);
+          rowg[r] = int32_t(table_row(ws, s, t));
+          // h_{t-1}; a row starting now took the trajectory's (with a mask: zero)
+          float* h = hg + size_t(r) * H;
+          const bool starts = s > traj && ws.start[s] == t;
+          if (t == 0 || (starts && ws.masked)) {
+            std::fill_n(h, H, 0.f);
+          } else if constexpr (Cell::kCellState) {  // recomputed: o_{t-1} * tanh(c_{t-1})
+            const int src = starts ? traj : s;
+            Cell::hidden(work + size_t(t - 1) * SW + size_t(src) * W, aux_of(src, t - 1), h, H);
+          } else {  // kept (forward copied the trajectory's into a starting row's slot)
+            std::memcpy(h, states + size_t(t) * SH + size_t(s) * H, H * sizeof(float));
+          }
         }
+        kk += r1 - r0;
+        // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent)
+        if (t > 0) gemm_packed(dz, ldz, 1, r1 - r0, GH, rect, H, dH + size_t(r0) * H, Cell::kDirectDh);
       }
-      kk += n;
       if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
-      // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent)
-      gemm_packed(dz, ldz, 1, n, GH, rect, H, dH + size_t(w0) * H, Cell::kDirectDh);
       // Rows that started at t took the trajectory's state h_{t-1} (c_{t-1}): add their
       // gradients to the trajectory's (its own, if it ran at t, came from the product above).
-      for (int s = active - 1; s > traj && ws.start[s] == t; --s) {
+      // With a mask they started from the zero state, a constant.
+      for (int s = active - 1; !ws.masked && s > traj && ws.start[s] == t; --s) {
         VecMap(dH + size_t(traj) * H, H) += ConstVecMap(dH + size_t(s) * H, H);
         if (dC) VecMap(dC + size_t(traj) * H, H) += ConstVecMap(dC + size_t(s) * H, H);
       }
@@ -370,7 +423,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 }
 
 #define FASTLSTM_ENGINE(Cell)                                                                    \
-  template void rnn_forward<Cell>(Workspace&, const float*, int, bool, int, const float*,         \
+  template void rnn_forward<Cell>(Workspace&, const float*, int, bool, int, bool, const float*,   \
                                   const float*, int, int, int, float*, float*, float*, bool);     \
   template void rnn_backward<Cell>(Workspace&, const float*, const float*, const float*,          \
                                    const float*, float*, float*, float*);

@@ -9,6 +9,9 @@
 // With token input, leading padding is skipped exactly: every row starts with a run of
 // `pad_row` from the zero state, which follows one shared trajectory; each row starts at
 // its first real token from the trajectory's state (and sends its gradient back through it).
+// With a mask (Keras's: a masked step keeps the state), each row starts at its first real
+// step from the zero state, masked steps inside are copies, and a row's work ends at its
+// last real step; no trajectory runs.
 #pragma once
 
 #include <cstdint>
@@ -36,8 +39,10 @@ struct Workspace {
   int nslots = 0;                  // B rows + one trajectory slot per chunk
   bool has_forward = false;
   bool token_input = false;
+  bool masked = false;             // the last forward took a mask: `valid`
   int pad_row = -1;
   std::vector<int32_t> ids;        // (B,T) token ids of the last forward (token input)
+  std::vector<uint8_t> valid;      // (B,T) its mask, in the order steps are taken: 0 = a masked step
   std::vector<int> row_of_slot;    // (nslots) batch row, -1 for a trajectory slot
   std::vector<int> start;          // (nslots) per row slot: first step that is not leading padding
   std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk; chunk_lo[j] = its trajectory
@@ -69,14 +74,15 @@ struct Workspace {
 //   table (U,G*H): projected inputs. token_input: ws.ids (B,T) holds rows of table, checked by
 //   the caller (who copies them there, so no other thread can change them); else dense
 //   input, row b*T+t (U == B*T). pad_row: the table row of the padding token, or -1 for none.
+//   masked: ws.valid (B,T) holds the mask (set by the caller, like ids); pad_row is then unused.
 //   recurrent (H,G*H); recurrent_bias (G*H) or null (separate-product cells only: GRU's).
 //   h_last (B,H) out; h_seq (B,T,H) out, may be null; c_last (B,H) out (the final cell state,
 //   cell-state cells), may be null.
 // With training, keeps in ws what backward needs; without, keeps only the current step.
 template <class Cell>
 void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
-                 const float* recurrent, const float* recurrent_bias, int B, int T, int H,
-                 float* h_last, float* h_seq, float* c_last, bool training);
+                 bool masked, const float* recurrent, const float* recurrent_bias, int B, int T,
+                 int H, float* h_last, float* h_seq, float* c_last, bool training);
 
 // Backward through time of the last rnn_forward<Cell> on ws, a training one (pass the same
 // recurrent).

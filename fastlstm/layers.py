@@ -170,9 +170,11 @@ def _int_ids(x, input_dim):
 
 
 class Embedding(Layer):
-    """Token id -> vector lookup: (B,T) ids -> (B,T,output_dim). Table (input_dim, output_dim)."""
+    """Token id -> vector lookup: (B,T) ids -> (B,T,output_dim). Table (input_dim, output_dim).
+    mask_zero=True: id 0 is padding, and the output's mask (compute_mask) is ids != 0."""
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", name=None, **kwargs):
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
+                 name=None, **kwargs):
         super().__init__(name, kwargs.pop("input_shape", None))
         kwargs.pop("input_length", None)  # accepted for old Keras code; the length is free
         if kwargs:
@@ -185,6 +187,7 @@ class Embedding(Layer):
                              "input_dim is at most 2**31")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(self.embeddings_initializer, (self.input_dim, self.output_dim))
@@ -202,6 +205,9 @@ class Embedding(Layer):
     def output_shape(self, input_shape):
         self._check_ndim(input_shape, 2, "(batch, timesteps) token ids")
         return tuple(input_shape[:2]) + (self.output_dim,)
+
+    def compute_mask(self, inputs, mask=None):
+        return np.asarray(inputs) != 0 if self.mask_zero else None
 
     def call(self, x, training=False, mask=None):
         """ids (B,T) -> a TokenSequence (B,T,output_dim), gathered by whoever reads it."""
@@ -274,6 +280,9 @@ class Dense(Layer):
     def _bias(self):
         return self.bias if self.use_bias else np.zeros(self.units, np.float32)
 
+    def compute_mask(self, inputs, mask=None):
+        return mask  # as Keras's Dense: the mask passes through
+
     def logits(self, x):
         """x @ kernel + bias over the last axis, in the C++ kernel (numpy's BLAS threads
         would spin against the LSTM's)."""
@@ -306,6 +315,50 @@ class Dense(Layer):
         return dx.reshape(self._x.shape), [dkernel] + ([dbias] if self.use_bias else [])
 
 
+class Masking(Layer):
+    """Keras's Masking: a time step whose features all equal mask_value is masked (the mask
+    goes to the next layers, compute_mask) and zeroed. (B,T,F) -> (B,T,F)."""
+
+    def __init__(self, mask_value=0.0, name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None))
+        if kwargs:
+            raise TypeError(f"Masking got unexpected arguments {sorted(kwargs)}")
+        self.mask_value = mask_value
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    _scratch = ("_mask",)
+
+    def output_shape(self, input_shape):
+        self._check_ndim(input_shape, 3, "(batch, timesteps, features)")
+        return tuple(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return np.any(np.asarray(inputs) != self.mask_value, axis=-1)
+
+    def call(self, x, training=False, mask=None):
+        x = np.asarray(float_input(x, self.name))
+        self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
+        keep = np.any(x != self.mask_value, axis=-1, keepdims=True)
+        if training:
+            self._mask = keep
+        return np.where(keep, x, 0).astype(np.result_type(x, np.float32), copy=False)
+
+    def backward(self, d):
+        return np.where(self._mask, np.asarray(d), 0).astype(np.float32, copy=False), []
+
+
+def _time_mask(mask, batch, name):
+    """A layer's input mask as a C-contiguous bool (B,T), or None; a clear error otherwise."""
+    if mask is None:
+        return None
+    m = np.asarray(mask)
+    if m.shape != tuple(batch):
+        raise ValueError(f"{name}: the mask must have shape (batch, timesteps) = {tuple(batch)}, got {m.shape}")
+    return np.ascontiguousarray(m, dtype=bool)
+
+
 def _positive_units(units):
     if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
         raise ValueError(f"units must be a positive integer, got {units!r}")
@@ -326,7 +379,7 @@ class _Recurrent(Layer):
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", return_sequences=False, return_state=False,
-                 go_backwards=False, name=None, **kwargs):
+                 go_backwards=False, name=None, zero_output_for_mask=False, **kwargs):
         super().__init__(name, kwargs.pop("input_shape", None))
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
@@ -338,15 +391,17 @@ class _Recurrent(Layer):
         self.activation, self.recurrent_activation = activation, recurrent_activation
         self.return_sequences = bool(return_sequences)
         self.return_state, self.go_backwards = bool(return_state), bool(go_backwards)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
-    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch")
+    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch", "_zeroed")
 
     def _init_scratch(self):
         self._workspace = _core.Workspace()  # training: activations kept for backward, reused
         self._inference = threading.local()  # inference: one reused workspace per thread
+        self._zeroed = None                  # zero_output_for_mask: the output's mask
 
     def build(self, input_shape):
         self._check_features(input_shape)
@@ -393,36 +448,57 @@ class _Recurrent(Layer):
             raise ValueError(f"Input 0 of layer {self.name!r} is incompatible with the layer: expected "
                              f"shape=(None, None, {self.kernel.shape[0]}), found shape={shape}")
 
-    def _outputs(self, result):
-        """The kernels' (h_last, h_seq or None, c_last or None) as the layer's output(s)."""
+    def compute_mask(self, inputs, mask=None):
+        """Keras's: the input mask goes on with the sequence, not with the last output."""
+        out = mask if self.return_sequences else None
+        return [out] + [None] * len(self._states) if self.return_state else out
+
+    def _outputs(self, result, mask, training):
+        """The kernels' (h_last, h_seq or None, c_last or None) as the layer's output(s).
+        mask (B,T) in the order the steps were taken, or None: with zero_output_for_mask the
+        output is zero at masked steps (the states are not)."""
         h_last, h_seq, c_last = result
         out = h_seq if self.return_sequences else h_last
+        zeroed = mask if mask is not None and self.zero_output_for_mask else None
+        if zeroed is not None:
+            zeroed = zeroed[..., None] if self.return_sequences else zeroed[:, -1:]
+            out = np.where(zeroed, out, np.float32(0))
+        if training:
+            self._zeroed = zeroed
         if not self.return_state:
             return out
         return [out, h_last, c_last] if len(self._states) == 2 else [out, h_last]
 
+    def _steps_mask(self, mask, batch):
+        """The input mask in the order the steps are taken (reversed with go_backwards)."""
+        mask = _time_mask(mask, batch, self.name)
+        return np.ascontiguousarray(mask[:, ::-1]) if mask is not None and self.go_backwards else mask
+
     def call(self, x, training=False, mask=None):
-        """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H) (and the states)."""
+        """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H) (and the states).
+        mask (B,T) bool or None: a masked step keeps the state, as in Keras."""
         if isinstance(x, TokenSequence):
-            return self._call_on_tokens(x, training)
+            return self._call_on_tokens(x, training, mask)
         x = float_input(x, self.name)
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
         self._check_width(x.shape)
+        mask = self._steps_mask(mask, x.shape[:2])
         x = np.ascontiguousarray(x[:, ::-1] if self.go_backwards else x, dtype=np.float32)
         bias, recurrent_bias = self._biases()
         out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, self._cell, recurrent_bias,
                                 self.return_sequences, self._workspace_for(training), training,
-                                return_state=True)
+                                return_state=True, mask=mask)
         if training:
             self._mode, self._x, self._batch = "dense", x, x.shape[:2]
-        return self._outputs(out)
+        return self._outputs(out, mask, training)
 
-    def _call_on_tokens(self, tokens, training):
+    def _call_on_tokens(self, tokens, training, mask):
         """The layer on an Embedding's output without gathering it (B,T,E): the embedding
         rows in use are projected once, (U,E) @ kernel -> (U,G*H), and the kernel gathers
         rows of that table."""
         embedding, ids = tokens.embedding, tokens.ids
         self._check_width(tokens.shape)
+        mask = self._steps_mask(mask, ids.shape)
         if self.go_backwards:
             ids = ids[:, ::-1]
         V = embedding.input_dim
@@ -435,13 +511,15 @@ class _Recurrent(Layer):
         emb_used = embedding.embeddings[used]       # (U,E)
         bias, recurrent_bias = self._biases()
         table = _core.affine(emb_used, self.kernel, bias)
-        pad_row = int(remap[0]) if present[0] else -1
+        # Without a mask, leading padding (id 0) is skipped exactly (a shared trajectory).
+        pad_row = int(remap[0]) if present[0] and mask is None else -1
         out = _core.rnn_forward_tokens(rows, table, self.recurrent_kernel, pad_row, self._cell,
                                        recurrent_bias, self.return_sequences,
-                                       self._workspace_for(training), training, return_state=True)
+                                       self._workspace_for(training), training, return_state=True,
+                                       mask=mask)
         if training:
             self._mode, self._used, self._emb_used, self._batch = "tokens", used, emb_used, ids.shape
-        return self._outputs(out)
+        return self._outputs(out, mask, training)
 
     def backward(self, d):
         """d = dL/d(output) (B,H) or (B,T,H); with return_state, [d output, d h(, d c)] (None
@@ -468,6 +546,8 @@ class _Recurrent(Layer):
             return a
 
         d_out = grad(d_out, (B, T, H) if self.return_sequences else state, "the output")
+        if d_out is not None and self._zeroed is not None:
+            d_out = np.ascontiguousarray(np.where(self._zeroed, d_out, np.float32(0)))
         d_h, d_c = grad(d_h, state, "the state h"), grad(d_c, state, "the state c")
         dh_seq = d_out if self.return_sequences else None
         dh_last = d_out if not self.return_sequences and d_out is not None else np.zeros(state, np.float32)

@@ -1,0 +1,65 @@
+"""An independent float64 reference for every recurrent layer and option, on PyTorch's
+autograd: Keras's cell equations (LSTM, GRU reset_after=True, SimpleRNN) and Keras's masking
+(keras/src/backend/torch/rnn.py: a masked step keeps the states; the output there is the
+previous output, or zero with zero_output_for_mask), go_backwards included."""
+import numpy as np
+import torch
+
+
+def _cell_step(cell, x_t, states, kernel, recurrent, bias):
+    H = recurrent.shape[0]
+    if cell == "lstm":
+        h, c = states
+        z = x_t @ kernel + h @ recurrent + (0 if bias is None else bias)
+        i, f, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 3 * H:])
+        c = f * c + i * torch.tanh(z[:, 2 * H:3 * H])
+        return [o * torch.tanh(c), c]
+    if cell == "gru":
+        (h,) = states
+        b_in, b_rec = (0, 0) if bias is None else (bias[0], bias[1])
+        xp, q = x_t @ kernel + b_in, h @ recurrent + b_rec
+        z = torch.sigmoid(xp[:, :H] + q[:, :H])
+        r = torch.sigmoid(xp[:, H:2 * H] + q[:, H:2 * H])
+        hh = torch.tanh(xp[:, 2 * H:] + r * q[:, 2 * H:])
+        return [z * h + (1 - z) * hh]
+    (h,) = states
+    return [torch.tanh(x_t @ kernel + (0 if bias is None else bias) + h @ recurrent)]
+
+
+def run(cell, x, weights, mask=None, go_backwards=False, zero_output_for_mask=False):
+    """x (B,T,E) torch float64; weights [kernel, recurrent, bias or None] torch tensors ->
+    (output sequence (B,T,H) in the order steps are taken, last output (B,H), final states)."""
+    B, T, _ = x.shape
+    H = weights[1].shape[0]
+    states = [x.new_zeros(B, H) for _ in range(2 if cell == "lstm" else 1)]
+    steps = range(T - 1, -1, -1) if go_backwards else range(T)
+    out, prev, outputs = None, x.new_zeros(B, H), []
+    for t in steps:
+        new = _cell_step(cell, x[:, t], states, *weights)
+        if mask is None:
+            out, states = new[0], new
+        else:
+            m = torch.as_tensor(mask[:, t])[:, None]
+            out = torch.where(m, new[0], x.new_zeros(B, H) if zero_output_for_mask else prev)
+            states = [torch.where(m, n, s) for n, s in zip(new, states)]
+        prev = out
+        outputs.append(out)
+    seq = torch.stack(outputs, 1) if outputs else x.new_zeros(B, 0, H)
+    last = out if out is not None else x.new_zeros(B, H)
+    return seq, last, states
+
+
+def gradients(cell, x, weights, upstream, **options):
+    """Outputs and gradients of sum(output * upstream) for upstream = {"seq": (B,T,H),
+    "last": (B,H), "h": (B,H), "c": (B,H)} (any subset), all float64 numpy:
+    (seq, last, states, d x, [d kernel, d recurrent, d bias])."""
+    xt = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    wt = [None if w is None else torch.tensor(np.asarray(w, np.float64), requires_grad=True) for w in weights]
+    seq, last, states = run(cell, xt, wt, **options)
+    named = {"seq": seq, "last": last, "h": states[0], "c": states[-1]}
+    loss = sum((named[k] * torch.as_tensor(np.asarray(v, np.float64))).sum() for k, v in upstream.items())
+    params = [xt] + [w for w in wt if w is not None]
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = [np.zeros(p.shape) if g is None else g.numpy() for p, g in zip(params, grads)]
+    npy = lambda a: a.detach().numpy()
+    return npy(seq), npy(last), [npy(s) for s in states], grads[0], grads[1:]
