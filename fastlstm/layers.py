@@ -8,6 +8,7 @@ rows of its table; any other layer materialises it), and a softmax Dense's outpu
 its logits (`Output.logits`, as Keras's `_keras_logits`), so the loss is taken from them.
 A layer is callable on arrays (`LSTM(8)(x)`): it is built from the input's shape.
 """
+import inspect
 import threading
 
 import numpy as np
@@ -411,6 +412,12 @@ class _Recurrent(Layer):
         self.bias = self._build_bias() if self.use_bias else None
         self.built = True
 
+    def get_config(self):
+        """The constructor's arguments (Keras's names), as this layer holds them: type(self)(
+        **config) makes a new, unbuilt layer like it."""
+        names = set(inspect.signature(type(self).__init__).parameters) | {"zero_output_for_mask"}
+        return {k: getattr(self, k) for k in sorted(names) if k not in ("self", "kwargs") and hasattr(self, k)}
+
     def _build_bias(self):
         return self.add_weight(self.bias_initializer, (self._gates * self.units,))
 
@@ -639,3 +646,153 @@ class SimpleRNN(_Recurrent):
         super().__init__(units, activation, "sigmoid", use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
                          go_backwards, name, **kwargs)
+
+
+def _add_input_gradients(a, b):
+    """The sum of two layers' gradients of the same input (arrays, or TokenRowsGradients of
+    the same token ids)."""
+    if isinstance(a, TokenRowsGradient) and isinstance(b, TokenRowsGradient) and np.array_equal(a.rows, b.rows):
+        return TokenRowsGradient(a.rows, a.values + b.values)
+    if isinstance(a, TokenRowsGradient) or isinstance(b, TokenRowsGradient):
+        raise TypeError("the two directions of a Bidirectional read their input differently")
+    return a + b
+
+
+class Bidirectional(Layer):
+    """Keras's Bidirectional: a recurrent layer run forwards and, as a copy with
+    go_backwards=True (or `backward_layer`), backwards over the same input (and mask); the
+    backward output sequence is re-aligned in time, then the two are merged: "concat" (last
+    axis), "sum", "mul", "ave", or None ([forward output, backward output]). Weights: the
+    forward layer's, then the backward layer's. With return_state: [output(s), *forward
+    states, *backward states]. As in Keras, both layers zero their output at masked steps
+    when they return sequences."""
+    _MERGES = ("concat", "sum", "mul", "ave", None)
+
+    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None))
+        if kwargs:
+            raise TypeError(f"Bidirectional got unexpected arguments {sorted(kwargs)}")
+        if not isinstance(layer, _Recurrent):
+            raise ValueError(f"Bidirectional wraps a recurrent layer (LSTM, GRU, SimpleRNN), got {type(layer).__name__}")
+        if backward_layer is not None and not isinstance(backward_layer, _Recurrent):
+            raise ValueError(f"backward_layer must be a recurrent layer, got {type(backward_layer).__name__}")
+        if merge_mode not in self._MERGES:
+            raise ValueError(f"Invalid merge mode {merge_mode!r}; one of {self._MERGES}")
+        config = layer.get_config()
+        self.forward_layer = type(layer)(**{**config, "name": "forward_" + layer.name.removeprefix("forward_")})
+        if backward_layer is None:
+            backward_layer = type(layer)(**{**config, "go_backwards": True,
+                                            "name": "backward_" + layer.name.removeprefix("backward_")})
+        self.backward_layer = backward_layer
+        fwd, bwd = self.forward_layer, self.backward_layer
+        if fwd.go_backwards == bwd.go_backwards:
+            raise ValueError("Forward layer and backward layer should have different `go_backwards` values")
+        for a in ("return_sequences", "return_state"):
+            if getattr(fwd, a) != getattr(bwd, a):
+                raise ValueError(f"Forward layer and backward layer are expected to have the same value for "
+                                 f"{a!r}, got {getattr(fwd, a)} and {getattr(bwd, a)}")
+        for sub in (fwd, bwd):
+            sub.zero_output_for_mask = sub.return_sequences
+        self.merge_mode, self._initial_weights = merge_mode, weights
+        self.return_sequences, self.return_state = fwd.return_sequences, fwd.return_state
+
+    _scratch = ("_y", "_y_rev")
+
+    def build(self, input_shape):
+        for sub in (self.forward_layer, self.backward_layer):
+            if not sub.built:
+                sub.build(input_shape)
+        if self._initial_weights is not None:
+            for w, v in zip(self.weights, self._initial_weights, strict=True):
+                w[...] = v
+            self._initial_weights = None
+        self.built = True
+
+    @property
+    def weights(self):
+        return self.forward_layer.weights + self.backward_layer.weights
+
+    def batch_input_shape(self):
+        return super().batch_input_shape() or self.forward_layer.batch_input_shape()
+
+    def output_shape(self, input_shape):
+        out = self.forward_layer.output_shape(input_shape)
+        b_out = self.backward_layer.output_shape(input_shape)
+        states = []
+        if self.return_state:
+            (out, *states), (b_out, *b_states) = out, b_out
+            states += b_states
+        if self.merge_mode == "concat":
+            out = out[:-1] + (out[-1] + b_out[-1],)
+        elif self.merge_mode is None:
+            out = [out, b_out]
+        elif out != b_out:
+            raise ValueError(f"merge_mode={self.merge_mode!r} needs outputs of the same shape, got {out} and {b_out}")
+        if self.return_state:
+            return (out if isinstance(out, list) else [out]) + states
+        return out
+
+    def compute_mask(self, inputs, mask=None):
+        out = mask if self.return_sequences else None
+        out = [out, out] if self.merge_mode is None else out
+        if self.return_state:
+            n = len(self.forward_layer._states) + len(self.backward_layer._states)
+            return (out if isinstance(out, list) else [out]) + [None] * n
+        return out
+
+    def call(self, x, training=False, mask=None):
+        y = self.forward_layer.call(x, training=training, mask=mask)
+        y_rev = self.backward_layer.call(x, training=training, mask=mask)
+        states = []
+        if self.return_state:
+            (y, *states), (y_rev, *b_states) = y, y_rev
+            states += b_states
+        if self.return_sequences:
+            y_rev = y_rev[:, ::-1]
+        if training:
+            self._y, self._y_rev = y, y_rev
+        if self.merge_mode == "concat":
+            out = np.concatenate([y, y_rev], axis=-1)
+        elif self.merge_mode == "sum":
+            out = y + y_rev
+        elif self.merge_mode == "ave":
+            out = (y + y_rev) / np.float32(2)
+        elif self.merge_mode == "mul":
+            out = y * y_rev
+        else:
+            out = [y, y_rev]
+        if self.return_state:
+            return (out if isinstance(out, list) else [out]) + states
+        return out
+
+    def backward(self, d):
+        """d = dL/d(output) (a list [d forward, d backward] for merge_mode=None; with
+        return_state, followed by a gradient or None per state) -> (d input, gradients)."""
+        fwd, bwd = self.forward_layer, self.backward_layer
+        n_out = 2 if self.merge_mode is None else 1
+        n = n_out + (len(fwd._states) + len(bwd._states) if self.return_state else 0)
+        if n > 1 and (not isinstance(d, (list, tuple)) or len(d) != n):
+            raise ValueError(f"{self.name}: backward takes a list of {n} gradients (outputs, then states)")
+        d = list(d) if n > 1 else [d]
+        d_out, d_states = d[:n_out], d[n_out:]
+        if self.merge_mode is None:
+            d_y, d_rev = d_out
+        else:
+            g = np.asarray(d_out[0], np.float32)
+            if self.merge_mode == "concat":
+                H = fwd.units
+                d_y, d_rev = g[..., :H], g[..., H:]
+            elif self.merge_mode == "sum":
+                d_y, d_rev = g, g
+            elif self.merge_mode == "ave":
+                d_y = d_rev = g / np.float32(2)
+            else:
+                d_y, d_rev = g * self._y_rev, g * self._y
+        if self.return_sequences and d_rev is not None:
+            d_rev = np.asarray(d_rev)[:, ::-1]
+        k = len(fwd._states)
+        d_f = [d_y] + d_states[:k] if self.return_state else d_y
+        d_b = [d_rev] + d_states[k:] if self.return_state else d_rev
+        d_in_f, g_f = fwd.backward(d_f)
+        d_in_b, g_b = bwd.backward(d_b)
+        return _add_input_gradients(d_in_f, d_in_b), g_f + g_b

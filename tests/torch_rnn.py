@@ -57,9 +57,16 @@ def gradients(cell, x, weights, upstream, **options):
     wt = [None if w is None else torch.tensor(np.asarray(w, np.float64), requires_grad=True) for w in weights]
     seq, last, states = run(cell, xt, wt, **options)
     named = {"seq": seq, "last": last, "h": states[0], "c": states[-1]}
-    loss = sum((named[k] * torch.as_tensor(np.asarray(v, np.float64))).sum() for k, v in upstream.items())
+    loss = sum((named[k] * torch.as_tensor(np.array(v, np.float64))).sum() for k, v in upstream.items())
     params = [xt] + [w for w in wt if w is not None]
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     grads = [np.zeros(p.shape) if g is None else g.numpy() for p, g in zip(params, grads)]
     npy = lambda a: a.detach().numpy()
     return npy(seq), npy(last), [npy(s) for s in states], grads[0], grads[1:]
+
+
+def outputs(cell, x, weights, **options):
+    """(seq, last, states) of run(), float64 numpy."""
+    wt = [None if w is None else torch.tensor(np.asarray(w, np.float64)) for w in weights]
+    seq, last, states = run(cell, torch.tensor(np.asarray(x, np.float64)), wt, **options)
+    return seq.numpy(), last.numpy(), [s.numpy() for s in states]
