@@ -124,6 +124,17 @@ static bool take_mask(py::handle mask, py::ssize_t B, py::ssize_t T, Workspace& 
   return true;
 }
 
+// Recurrent dropout's keep-masks (B,G,H) float32 (0 or 1/(1-rate)), or None: copied into
+// ws.rec_keep (under the lock); whether there are any.
+template <class Cell>
+static bool take_keep(py::handle keep, py::ssize_t B, py::ssize_t H, Workspace& ws) {
+  if (keep.is_none()) return false;
+  auto k = checked<float>(keep, "recurrent_dropout_mask", ("(B, " + std::to_string(Cell::kGates) + ", H)").c_str(),
+                          {B, Cell::kGates, H});
+  ws.rec_keep.assign(k.data(), k.data() + k.size());
+  return true;
+}
+
 // Workspace held by Python; a missing one means a private one for this call.
 static std::shared_ptr<Workspace> workspace_or_new(std::shared_ptr<Workspace> ws) {
   return ws ? ws : std::make_shared<Workspace>();
@@ -166,10 +177,12 @@ static void warn_if_forked() {
   }
 }
 
-static void check_backward(const Workspace& ws, bool token_input) {
-  if (!ws.has_forward || ws.token_input != token_input) {
+// dense: rnn_backward (after rnn_forward), else rnn_backward_table (after rnn_forward_tokens
+// or rnn_forward_projected).
+static void check_backward(const Workspace& ws, bool dense) {
+  if (!ws.has_forward || ws.dense_input != dense) {
     throw py::value_error(std::string("backward needs a preceding ") +
-                          (token_input ? "rnn_forward_tokens" : "rnn_forward") +
+                          (dense ? "rnn_forward" : "rnn_forward_tokens or rnn_forward_projected") +
                           "(..., training=True) on the same workspace");
   }
 }
@@ -310,7 +323,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("rnn_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                           py::handle bias_, const std::string& cell, py::handle recurrent_bias_,
                           bool return_sequences, std::shared_ptr<Workspace> ws, bool training,
-                          bool return_state, py::handle mask) {
+                          bool return_state, py::handle mask, py::handle keep) {
     warn_if_forked();
     return with_cell(cell, [&](auto c) {
       using Cell = decltype(c);
@@ -327,10 +340,10 @@ PYBIND11_MODULE(_core, m) {
       as_int(B * T, "B*T (positions of dense input)");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
-      bool masked = false;
-      locked(*ws, [&] { masked = take_mask(mask, B, T, *ws); }, [&] {
+      bool masked = false, rd = false;
+      locked(*ws, [&] { masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
         rnn_forward_dense<Cell>(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), rb,
-                                masked, b, t, e, h, out.last.mutable_data(), out.seq_data(),
+                                masked, rd, b, t, e, h, out.last.mutable_data(), out.seq_data(),
                                 out.c_data(), training);
       });
       return out.result();
@@ -339,13 +352,15 @@ PYBIND11_MODULE(_core, m) {
   py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   py::arg("training") = true, py::arg("return_state") = false, py::arg("mask") = py::none(),
+  py::arg("recurrent_dropout_mask") = py::none(),
   "A recurrent layer over x (B,T,E) float32; cell 'lstm' (G = 4 gates), 'gru' (reset_after,\n"
   "G = 3; recurrent_bias (3H,) or None) or 'simple_rnn' (G = 1): kernel (E,G*H),\n"
   "recurrent_kernel (H,G*H), bias (G*H,). -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
   "return_state, (h_last, h_seq or None, c_last (B,H), None for cells without a cell state).\n"
   "mask (B,T) bool or None: a False step keeps the state (Keras's masking); positions before\n"
-  "a row's first True step give zeros. Pass a Workspace to keep what rnn_backward needs\n"
-  "(training=True) or to reuse its memory.");
+  "a row's first True step give zeros. recurrent_dropout_mask (B,G,H) float32 or None: gate g's\n"
+  "product reads h_{t-1} * mask[b,g] (Keras's recurrent dropout, implementation 1). Pass a\n"
+  "Workspace to keep what rnn_backward needs (training=True) or to reuse its memory.");
 
   m.def("rnn_backward", [](std::shared_ptr<Workspace> ws, py::handle x_, py::handle kernel_,
                            py::handle recurrent_, py::handle dh_last_, py::handle dh_seq_,
@@ -356,7 +371,7 @@ PYBIND11_MODULE(_core, m) {
     StateGradients d;
     std::string cell;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
-      check_backward(*ws, false);
+      check_backward(*ws, true);
       cell = ws->cell;
       with_cell(cell, [&](auto c) {
         using Cell = decltype(c);
@@ -392,7 +407,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("rnn_forward_tokens", [](py::handle ids_, py::handle table_, py::handle recurrent_,
                                  int pad_row, const std::string& cell, py::handle recurrent_bias_,
                                  bool return_sequences, std::shared_ptr<Workspace> ws,
-                                 bool training, bool return_state, py::handle mask) {
+                                 bool training, bool return_state, py::handle mask,
+                                 py::handle keep) {
     warn_if_forked();
     return with_cell(cell, [&](auto c) {
       using Cell = decltype(c);
@@ -420,9 +436,9 @@ PYBIND11_MODULE(_core, m) {
       const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
-      bool masked = false;
+      bool masked = false, rd = false;
       locked(*ws, [&] {
-        masked = take_mask(mask, B, T, *ws);
+        masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws);
         // The ids are copied, then checked: the kernel reads the checked copy (another thread
         // may change the caller's array at any time once the GIL is released).
         const int32_t* src = ids.data();
@@ -436,8 +452,8 @@ PYBIND11_MODULE(_core, m) {
           }
         }
       }, [&] {
-        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, masked, recurrent.data(), rb, b, t,
-                          h, out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, masked, rd, recurrent.data(), rb, b,
+                          t, h, out.last.mutable_data(), out.seq_data(), out.c_data(), training);
       });
       return out.result();
     });
@@ -445,21 +461,23 @@ PYBIND11_MODULE(_core, m) {
   py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   py::arg("training") = true, py::arg("return_state") = false, py::arg("mask") = py::none(),
+  py::arg("recurrent_dropout_mask") = py::none(),
   "A recurrent layer (cell as in rnn_forward) over token ids (B,T) int32 whose projected\n"
   "inputs are rows of table (U,G*H) (= embeddings @ kernel + bias). Leading runs of pad_row are\n"
-  "skipped exactly; or mask (B,T) bool as in rnn_forward. -> h_last (B,H), or (h_last, h_seq\n"
+  "skipped exactly (not with recurrent dropout); or mask (B,T) bool, recurrent_dropout_mask as\n"
+  "in rnn_forward. -> h_last (B,H), or (h_last, h_seq\n"
   "(B,T,H)); with return_state, (h_last, h_seq or None, c_last (B,H) or None).");
 
-  m.def("rnn_backward_tokens", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
-                                  py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_,
-                                  bool need_recurrent_bias) {
+  m.def("rnn_backward_table", [](std::shared_ptr<Workspace> ws, py::handle recurrent_,
+                                 py::handle dh_last_, py::handle dh_seq_, py::handle dc_last_,
+                                 bool need_recurrent_bias) {
     warn_if_forked();
-    if (!ws) throw py::value_error("workspace must be the one passed to rnn_forward_tokens");
+    if (!ws) throw py::value_error("workspace must be the one passed to the forward");
     std::optional<F32> recurrent, dtable, drecurrent, drb;
     StateGradients d;
     std::string cell;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
-      check_backward(*ws, true);
+      check_backward(*ws, false);
       cell = ws->cell;
       with_cell(cell, [&](auto c) {
         using Cell = decltype(c);
@@ -467,7 +485,9 @@ PYBIND11_MODULE(_core, m) {
         const py::ssize_t B = ws->B, T = ws->T, U = ws->U, H = ws->H;
         recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {H, G * H});
         d.check<Cell>(dh_last_, dh_seq_, dc_last_, B, T, H);
-        dtable.emplace(std::vector<py::ssize_t>{U, G * H});
+        // the shape of the forward's table: (U, G*H) of token rows, or (B, T, G*H)
+        dtable.emplace(ws->token_input ? std::vector<py::ssize_t>{U, G * H}
+                                       : std::vector<py::ssize_t>{B, T, G * H});
         drecurrent.emplace(std::vector<py::ssize_t>{H, G * H});
         if (need_recurrent_bias) drb.emplace(std::vector<py::ssize_t>{G * H});
       });
@@ -483,6 +503,40 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("workspace"), py::arg("recurrent_kernel"), py::arg("dh_last"),
   py::arg("dh_seq") = py::none(), py::arg("dc_last") = py::none(),
   py::arg("need_recurrent_bias") = false,
-  "Backward of rnn_forward_tokens -> (dtable (U,G*H), drecurrent (H,G*H)), and\n"
-  "drecurrent_bias (G*H) last with need_recurrent_bias.");
+  "Backward of rnn_forward_tokens or rnn_forward_projected -> (dtable (the shape of that\n"
+  "forward's table), drecurrent (H,G*H)), and drecurrent_bias (G*H) last with\n"
+  "need_recurrent_bias.");
+
+  m.def("rnn_forward_projected", [](py::handle table_, py::handle recurrent_, const std::string& cell,
+                                    py::handle recurrent_bias_, bool return_sequences,
+                                    std::shared_ptr<Workspace> ws, bool training, bool return_state,
+                                    py::handle mask, py::handle keep) {
+    warn_if_forked();
+    return with_cell(cell, [&](auto c) {
+      using Cell = decltype(c);
+      constexpr int G = Cell::kGates;
+      auto recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {-1, -1});
+      const py::ssize_t H = units_of(recurrent, G);
+      auto table = checked<float>(table_, "table", ("(B, T, " + gh(G) + ")").c_str(), {-1, -1, G * H});
+      const py::ssize_t B = table.shape(0), T = table.shape(1);
+      std::optional<F32> rb_keep;
+      const float* rb = recurrent_bias_of<Cell>(recurrent_bias_, H, rb_keep);
+      const int b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
+      const int n = as_int(B * T, "B*T (positions)");
+      ws = workspace_or_new(ws);
+      HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
+      bool masked = false, rd = false;
+      locked(*ws, [&] { masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
+        rnn_forward<Cell>(*ws, table.data(), n, false, -1, masked, rd, recurrent.data(), rb, b, t, h,
+                          out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+      });
+      return out.result();
+    });
+  }, py::arg("table"), py::arg("recurrent_kernel"), py::arg("cell") = "lstm",
+  py::arg("recurrent_bias") = py::none(), py::arg("return_sequences") = false,
+  py::arg("workspace") = nullptr, py::arg("training") = true, py::arg("return_state") = false,
+  py::arg("mask") = py::none(), py::arg("recurrent_dropout_mask") = py::none(),
+  "rnn_forward on inputs already projected: table (B,T,G*H) = x @ kernel + bias, as the\n"
+  "caller computed it (e.g. a dropout mask per gate, Keras's implementation 1).");
+
 }

@@ -7,15 +7,16 @@ namespace fastlstm {
 
 template <class Cell>
 void rnn_forward_dense(Workspace& ws, const float* x, const float* kernel, const float* recurrent,
-                       const float* bias, const float* recurrent_bias, bool masked, int B, int T,
-                       int E, int H, float* h_last, float* h_seq, float* c_last, bool training) {
+                       const float* bias, const float* recurrent_bias, bool masked, bool rec_dropout,
+                       int B, int T, int E, int H, float* h_last, float* h_seq, float* c_last,
+                       bool training) {
   const size_t N = size_t(B) * T;
   const int GH = Cell::kGates * H;
   grow(ws.table, N * GH);
   affine(x, kernel, bias, int(N), E, GH, ws.table.data());
-  rnn_forward<Cell>(ws, ws.table.data(), int(N), false, -1, masked, recurrent, recurrent_bias, B,
-                    T, H, h_last, h_seq, c_last, training);
-  ws.E = E;
+  rnn_forward<Cell>(ws, ws.table.data(), int(N), false, -1, masked, rec_dropout, recurrent,
+                    recurrent_bias, B, T, H, h_last, h_seq, c_last, training);
+  ws.E = E, ws.dense_input = true;
 }
 
 template <class Cell>
@@ -32,8 +33,8 @@ void rnn_backward_dense(Workspace& ws, const float* x, const float* kernel, cons
 
 #define FASTLSTM_DENSE_INPUT(Cell)                                                               \
   template void rnn_forward_dense<Cell>(Workspace&, const float*, const float*, const float*,    \
-                                        const float*, const float*, bool, int, int, int, int,    \
-                                        float*, float*, float*, bool);                           \
+                                        const float*, const float*, bool, bool, int, int, int,   \
+                                        int, float*, float*, float*, bool);                      \
   template void rnn_backward_dense<Cell>(Workspace&, const float*, const float*, const float*,   \
                                          const float*, const float*, const float*, float*,       \
                                          float*, float*, float*, float*);

@@ -36,8 +36,10 @@ static bool is_real(const Workspace& ws, int s, int t) {
 
 template <class Cell>
 void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
-                 bool masked, const float* recurrent, const float* recurrent_bias, int B, int T,
-                 int H, float* h_last, float* h_seq, float* c_last, bool training) {
+                 bool masked, bool rec_dropout, const float* recurrent,
+                 const float* recurrent_bias, int B, int T, int H, float* h_last, float* h_seq,
+                 float* c_last, bool training) {
+  constexpr int G = Cell::kGates;
   const int GH = Cell::kGates * H, W = Cell::kKept * H;
   // Training with token input: chunks 1.. keep their own (U,G*H) table gradient, so bound
   // their number to keep that memory within the activations' (B*T rows of G*H).
@@ -51,8 +53,11 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   ws.cell = Cell::kName;
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
   ws.token_input = token_input;
+  ws.dense_input = false;
   ws.masked = masked;
-  ws.pad_row = token_input && !masked ? pad_row : -1;
+  ws.rec_dropout = rec_dropout;
+  ws.pad_row = token_input && !masked && !rec_dropout ? pad_row : -1;
+  pad_row = ws.pad_row;
 
   grow(ws.row_of_slot, nslots), grow(ws.start, nslots);
   // Training keeps the work rows and states of every step for backward; inference only the
@@ -118,8 +123,9 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
     ws.chunk_lo[nchunks] = slot;
   }
 
-  grow(ws.rec_packed, panel_floats(H, GH));
+  grow(ws.rec_packed, rec_dropout ? G * panel_floats(H, H) : panel_floats(H, GH));
   if (Cell::kSeparateProduct) grow(ws.product, size_t(nchunks) * ws.max_chunk * GH);
+  if (rec_dropout) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
   const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* work = ws.work.data();
   float* states = ws.states.data();
@@ -136,13 +142,33 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
 
 #pragma omp parallel num_threads(team_threads())
   {
-  pack_panels(recurrent, H, GH, false, ws.rec_packed.data());  // by the whole team
+  if (!rec_dropout) {
+    pack_panels(recurrent, H, GH, false, ws.rec_packed.data());  // by the whole team
+  } else {
+    for (int g = 0; g < G; ++g) {
+      pack_panels(recurrent + g * H, H, H, false, ws.rec_packed.data() + g * panel_floats(H, H), GH);
+    }
+  }
   // A thread owns a chunk for all time steps: no barrier per step. Chunks go to whichever
   // thread is free (a chunk's results do not depend on which thread computes it).
 #pragma omp for schedule(dynamic, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     float* product = Cell::kSeparateProduct ? ws.product.data() + size_t(j) * ws.max_chunk * GH : nullptr;
+    float* hd = rec_dropout ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
+    // h_{t-1} @ recurrent for slots [r0, r0+n) into c (row stride ldc) (+)=; with recurrent
+    // dropout gate by gate: (h_{t-1} * rec_keep[b,g]) @ recurrent[:, gH:(g+1)H].
+    auto recurrent_product = [&](const float* hprev, int r0, int n, float* c, int ldc, bool acc) {
+      if (!rec_dropout) return gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, c, acc, ldc);
+      for (int g = 0; g < G; ++g) {
+        for (int s = r0; s < r0 + n; ++s) {
+          const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
+          VecMap(hd + size_t(s - r0) * H, H) = ConstVecMap(hprev + size_t(s) * H, H) * ConstVecMap(keep, H);
+        }
+        gemm_packed(hd, H, 1, n, H, packed_b(ws.rec_packed.data() + g * panel_floats(H, H), H), H,
+                    c + g * H, acc, ldc);
+      }
+    };
     int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
     for (int t = 0; t < T; ++t) {
       float* hprev = h_at(t);
@@ -182,9 +208,9 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
         }
         // h_{t-1} @ recurrent (h_{-1} = 0): into the work rows, or apart (n,G*H)
         if (!Cell::kSeparateProduct) {
-          if (t > 0) gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, z, true, W);
+          if (t > 0) recurrent_product(hprev, r0, n, z, W, true);
         } else if (t > 0) {
-          gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, product, false);
+          recurrent_product(hprev, r0, n, product, GH, false);
         } else {
           std::fill_n(product, size_t(n) * GH, 0.f);
         }
@@ -239,22 +265,28 @@ template <class Cell>
 void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                   const float* dh_seq, const float* dc_last, float* dtable, float* drecurrent,
                   float* drecurrent_bias) {
-  const int T = ws.T, H = ws.H, U = ws.U, GH = Cell::kGates * H, W = Cell::kKept * H;
+  constexpr int G = Cell::kGates;
+  const int T = ws.T, H = ws.H, U = ws.U, GH = G * H, W = Cell::kKept * H;
   const int nslots = ws.nslots;
   const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
   const int nth = team_threads();
   const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
+  const bool rd = ws.rec_dropout;
+  const int HG = rd ? GH : H;  // floats per row of the group's h_{t-1} (scaled per gate)
 
-  grow(ws.rect_packed, panel_floats(GH, H));
+  grow(ws.rect_packed, rd ? G * panel_floats(H, H) : panel_floats(GH, H));
   const PanelB rect = packed_b(ws.rect_packed.data(), GH);
   // Per chunk, a group of up to kGroupSteps steps: dz rows (row stride ldz, so drecurrent
-  // reads them in place), the h_{t-1} rows and the table rows they belong to.
+  // reads them in place; recurrent dropout reads a gate's columns in place, the last gate's
+  // last panel up to 15 floats past a row: kPanel floats of slack), the h_{t-1} rows and the
+  // table rows they belong to.
   const int ldz = round_up(GH, kPanel);
   const int cap = kGroupSteps * ws.max_chunk;
-  grow(ws.dz_group, size_t(nchunks) * cap * ldz);
+  grow(ws.dz_group, size_t(nchunks) * cap * ldz + kPanel);
   if (Cell::kSeparateProduct) grow(ws.dzin_group, size_t(nchunks) * cap * GH);
-  grow(ws.h_group, size_t(nchunks) * cap * H);
+  grow(ws.h_group, size_t(nchunks) * cap * HG);
+  if (rd) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
   grow(ws.row_group, size_t(nchunks) * cap);
   grow(ws.drec_chunk, size_t(nchunks) * H * GH);
   if (drecurrent_bias) grow(ws.drb_chunk, size_t(nchunks) * GH);
@@ -282,7 +314,13 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 
 #pragma omp parallel num_threads(nth)
   {
-  pack_panels(recurrent, GH, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
+  if (!rd) {
+    pack_panels(recurrent, GH, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
+  } else {  // each gate's block recurrent[:, gH:(g+1)H]^T (H,H)
+    for (int g = 0; g < G; ++g) {
+      pack_panels(recurrent + g * H, H, H, true, ws.rect_packed.data() + g * panel_floats(H, H), GH);
+    }
+  }
 #pragma omp for schedule(dynamic, 1)
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
@@ -292,7 +330,8 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     float* dzg = ws.dz_group.data() + size_t(j) * cap * ldz;
     float* dzin = Cell::kSeparateProduct ? ws.dzin_group.data() + size_t(j) * cap * GH : nullptr;
     const size_t ldin = Cell::kSeparateProduct ? GH : ldz;  // row stride of the dz_in rows
-    float* hg = ws.h_group.data() + size_t(j) * cap * H;
+    float* hg = ws.h_group.data() + size_t(j) * cap * HG;
+    float* hd = rd ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
     int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
     // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
     // input: every position is its own row, so chunks share dtable (each zeroes its rows).
@@ -310,7 +349,13 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     // Over the group's rows: drecurrent += h_{t-1}^T @ dz_rec_t, drecurrent_bias += dz_rec_t,
     // dtable[row] += dz_in_t
     auto flush = [&] {
-      gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), GH, drec, true);
+      if (!rd) {
+        gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), GH, drec, true);
+      } else {  // gate g: (h_{t-1} * rec_keep[b,g])^T @ dz_rec_g
+        for (int g = 0; g < G; ++g) {
+          gemm_packed(hg + g * H, 1, HG, H, kk, rowmajor_b(dzg + g * H, ldz), H, drec + g * H, true, GH);
+        }
+      }
       for (int r = 0; r < kk; ++r) {
         const float* din = (Cell::kSeparateProduct ? dzin : dzg) + size_t(r) * ldin;
         VecMap(dtab + size_t(rowg[r]) * GH, GH) += ConstVecMap(din, GH);
@@ -373,7 +418,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                          Cell::kSeparateProduct ? dzin + size_t(r) * ldin : dz_rec, dz_rec, H);
           rowg[r] = int32_t(table_row(ws, s, t));
           // h_{t-1}; a row starting now took the trajectory's (with a mask: zero)
-          float* h = hg + size_t(r) * H;
+          float* h = hg + size_t(r) * HG;
           const bool starts = s > traj && ws.start[s] == t;
           if (t == 0 || (starts && ws.masked)) {
             std::fill_n(h, H, 0.f);
@@ -383,10 +428,25 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
           } else {  // kept (forward copied the trajectory's into a starting row's slot)
             std::memcpy(h, states + size_t(t) * SH + size_t(s) * H, H * sizeof(float));
           }
+          for (int g = G - 1; rd && g >= 0; --g) {  // gate g's copy, scaled; gate 0's last, in place
+            const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
+            VecMap(h + g * H, H) = ConstVecMap(h, H) * ConstVecMap(keep, H);
+          }
         }
         kk += r1 - r0;
-        // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent)
-        if (t > 0) gemm_packed(dz, ldz, 1, r1 - r0, GH, rect, H, dH + size_t(r0) * H, Cell::kDirectDh);
+        // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent);
+        // recurrent dropout: (+)= sum_g (dz_rec_g @ recurrent_g^T) * rec_keep[b,g]
+        if (t > 0 && !rd) gemm_packed(dz, ldz, 1, r1 - r0, GH, rect, H, dH + size_t(r0) * H, Cell::kDirectDh);
+        for (int g = 0; t > 0 && rd && g < G; ++g) {
+          gemm_packed(dz + g * H, ldz, 1, r1 - r0, H, packed_b(ws.rect_packed.data() + g * panel_floats(H, H), H),
+                      H, hd, false);
+          for (int s = r0; s < r1; ++s) {
+            const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
+            VecMap d(dH + size_t(s) * H, H);
+            if (g == 0 && !Cell::kDirectDh) d = ConstVecMap(hd + size_t(s - r0) * H, H) * ConstVecMap(keep, H);
+            else d += ConstVecMap(hd + size_t(s - r0) * H, H) * ConstVecMap(keep, H);
+          }
+        }
       }
       if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
       // Rows that started at t took the trajectory's state h_{t-1} (c_{t-1}): add their
@@ -423,7 +483,8 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 }
 
 #define FASTLSTM_ENGINE(Cell)                                                                    \
-  template void rnn_forward<Cell>(Workspace&, const float*, int, bool, int, bool, const float*,   \
+  template void rnn_forward<Cell>(Workspace&, const float*, int, bool, int, bool, bool,           \
+                                  const float*,                                                   \
                                   const float*, int, int, int, float*, float*, float*, bool);     \
   template void rnn_backward<Cell>(Workspace&, const float*, const float*, const float*,          \
                                    const float*, float*, float*, float*);

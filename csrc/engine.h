@@ -39,10 +39,15 @@ struct Workspace {
   int nslots = 0;                  // B rows + one trajectory slot per chunk
   bool has_forward = false;
   bool token_input = false;
+  bool dense_input = false;        // the last forward was rnn_forward_dense (dense_input.h)
   bool masked = false;             // the last forward took a mask: `valid`
+  bool rec_dropout = false;        // ... and recurrent dropout: `rec_keep`
   int pad_row = -1;
   std::vector<int32_t> ids;        // (B,T) token ids of the last forward (token input)
   std::vector<uint8_t> valid;      // (B,T) its mask, in the order steps are taken: 0 = a masked step
+  FloatBuf rec_keep;               // (B,G,H) recurrent dropout: h_{t-1} of row b is scaled by
+                                   // rec_keep[b,g] in gate g's product (0 or 1/(1-rate))
+  FloatBuf rd_rows;                // recurrent dropout, per chunk: rows of scaled h or of dz @ R_g^T
   std::vector<int> row_of_slot;    // (nslots) batch row, -1 for a trajectory slot
   std::vector<int> start;          // (nslots) per row slot: first step that is not leading padding
   std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk; chunk_lo[j] = its trajectory
@@ -57,11 +62,13 @@ struct Workspace {
   FloatBuf dh, dc;       // (nslots,H) running gradients wrt h and c
   FloatBuf aux;          // (nslots,H) backward: Cell::aux (tanh c) of a step, computed once, used twice
   std::vector<int> aux_step;  // (nslots) backward: the step whose aux each slot holds
-  FloatBuf rec_packed;   // recurrent (H,G*H) in column panels, for h @ recurrent
-  FloatBuf rect_packed;  // recurrent^T (G*H,H) in column panels, for dz @ recurrent^T
+  FloatBuf rec_packed;   // recurrent (H,G*H) in column panels, for h @ recurrent (recurrent
+                         // dropout: each gate's (H,H) block packed apart)
+  FloatBuf rect_packed;  // recurrent^T (G*H,H) in column panels, for dz @ recurrent^T (idem)
   FloatBuf dz_group;     // per chunk: dL/d(h @ recurrent) rows of a few steps, stride padded to 16
   FloatBuf dzin_group;   // separate-product cells: the matching dL/d(table row) rows
-  FloatBuf h_group;      // per chunk: the matching h_{t-1} rows
+  FloatBuf h_group;      // per chunk: the matching h_{t-1} rows (recurrent dropout: G*H wide,
+                         // scaled per gate)
   std::vector<int32_t> row_group;  // per chunk: the matching table rows
   FloatBuf drec_chunk;   // (nchunks,H,G*H) per-chunk drecurrent partial sums
   FloatBuf drb_chunk;    // (nchunks,G*H) per-chunk drecurrent_bias partial sums
@@ -75,14 +82,17 @@ struct Workspace {
 //   the caller (who copies them there, so no other thread can change them); else dense
 //   input, row b*T+t (U == B*T). pad_row: the table row of the padding token, or -1 for none.
 //   masked: ws.valid (B,T) holds the mask (set by the caller, like ids); pad_row is then unused.
+//   rec_dropout: ws.rec_keep (B,G,H) holds recurrent dropout's scaled keep-masks (Keras's
+//   implementation 1: a mask per gate); pad_row must be -1 (each row's padding differs).
 //   recurrent (H,G*H); recurrent_bias (G*H) or null (separate-product cells only: GRU's).
 //   h_last (B,H) out; h_seq (B,T,H) out, may be null; c_last (B,H) out (the final cell state,
 //   cell-state cells), may be null.
 // With training, keeps in ws what backward needs; without, keeps only the current step.
 template <class Cell>
 void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int pad_row,
-                 bool masked, const float* recurrent, const float* recurrent_bias, int B, int T,
-                 int H, float* h_last, float* h_seq, float* c_last, bool training);
+                 bool masked, bool rec_dropout, const float* recurrent,
+                 const float* recurrent_bias, int B, int T, int H, float* h_last, float* h_seq,
+                 float* c_last, bool training);
 
 // Backward through time of the last rnn_forward<Cell> on ws, a training one (pass the same
 // recurrent).

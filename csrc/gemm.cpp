@@ -26,13 +26,14 @@ static inline v8 fmadd(float x, v8 b, v8 acc) {
 }
 
 
-void pack_panels(const float* b, int K, int N, bool transposed, float* out) {
+void pack_panels(const float* b, int K, int N, bool transposed, float* out, int ldb) {
+  if (ldb <= 0) ldb = transposed ? K : N;
 #pragma omp for schedule(static)
   for (int p = 0; p < panel_count(N); ++p) {
     const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
     for (int k = 0; k < K; ++k) {
       float* dst = out + (size_t(p) * K + k) * kPanel;
-      for (int j = 0; j < w; ++j) dst[j] = transposed ? b[size_t(j0 + j) * K + k] : b[size_t(k) * N + j0 + j];
+      for (int j = 0; j < w; ++j) dst[j] = transposed ? b[size_t(j0 + j) * ldb + k] : b[size_t(k) * ldb + j0 + j];
       std::fill(dst + w, dst + kPanel, 0.f);
     }
   }

@@ -15,14 +15,15 @@ constexpr int kPanel = 16;  // packed column panel width: 2 vectors of 8
 constexpr int kRows = 6;
 
 // B (K,N) row-major, or given transposed as (N,K) -> panels (ceil(N/16), K, 16), zero-padded.
-// `out` holds at least panel_floats(K, N).
+// `out` holds at least panel_floats(K, N). ldb: the source's row stride (0: N, or K transposed),
+// so that a block of columns of a wider matrix packs in place.
 inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
 inline int panel_count(int N) { return (N + kPanel - 1) / kPanel; }
 inline size_t panel_floats(int K, int N) { return size_t(panel_count(N)) * kPanel * K; }
 
 // Called inside a parallel region, the team shares the panels (an orphaned `omp for`: every
 // thread of the team must call it); outside one, the caller packs them all.
-void pack_panels(const float* b, int K, int N, bool transposed, float* out);
+void pack_panels(const float* b, int K, int N, bool transposed, float* out, int ldb = 0);
 
 // B operand of gemm_packed: row k of column panel p (16 columns) at b + p * panel_stride +
 // k * row_stride. Packed panels (pack_panels) or a row-major matrix whose row stride is a

@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from fastlstm import _core, _fork, initializers
+from fastlstm import _core, _fork, initializers, utils
 
 
 class TokenSequence:
@@ -380,11 +380,25 @@ class _Recurrent(Layer):
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", return_sequences=False, return_state=False,
-                 go_backwards=False, name=None, zero_output_for_mask=False, **kwargs):
+                 go_backwards=False, dropout=0.0, recurrent_dropout=0.0, seed=None, name=None,
+                 zero_output_for_mask=False, **kwargs):
         super().__init__(name, kwargs.pop("input_shape", None))
+        # Keras's: implementation 1 (a dropout mask per gate) whenever recurrent_dropout > 0
+        implementation = kwargs.pop("implementation", 2) if self._gates > 1 else 2
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
         self.units, self.use_bias = _positive_units(units), bool(use_bias)
+        for what, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or rate != rate:
+                raise ValueError(f"{what} must be a number in [0, 1], got {rate!r}")
+        # Keras clips the rates to [0, 1] and drops only for 0 < rate < 1
+        self.dropout = min(1.0, max(0.0, float(dropout)))
+        self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
+        if implementation not in (1, 2):
+            raise ValueError(f"implementation must be 1 or 2, got {implementation!r}")
+        self.implementation = 1 if self.recurrent_dropout != 0.0 else implementation
+        self.seed = seed
+        self._dropout_rng = np.random.default_rng(seed) if seed is not None else None
         if activation != "tanh" or recurrent_activation != "sigmoid":
             gates = " with recurrent_activation='sigmoid'" if self._gates > 1 else ""
             raise ValueError(f"{type(self).__name__}: the fastlstm kernels implement "
@@ -397,7 +411,8 @@ class _Recurrent(Layer):
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
-    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch", "_zeroed")
+    _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch", "_zeroed",
+                "_x_masks")
 
     def _init_scratch(self):
         self._workspace = _core.Workspace()  # training: activations kept for backward, reused
@@ -416,6 +431,8 @@ class _Recurrent(Layer):
         """The constructor's arguments (Keras's names), as this layer holds them: type(self)(
         **config) makes a new, unbuilt layer like it."""
         names = set(inspect.signature(type(self).__init__).parameters) | {"zero_output_for_mask"}
+        if self._gates > 1:
+            names.add("implementation")
         return {k: getattr(self, k) for k in sorted(names) if k not in ("self", "kwargs") and hasattr(self, k)}
 
     def _build_bias(self):
@@ -476,6 +493,22 @@ class _Recurrent(Layer):
             return out
         return [out, h_last, c_last] if len(self._states) == 2 else [out, h_last]
 
+    def _dropout_masks(self, B, E):
+        """Keras's dropout keep-masks for one call (training): (input masks (B,Gd,E) or None,
+        recurrent masks (B,G,H) or None), each 0 or 1/(1-rate), one per sample for every
+        step; Gd = G (a mask per gate) with implementation 1, else 1. Drawn from the layer's
+        seeded generator (seed=...), else fastlstm's (utils.set_random_seed)."""
+        gen = self._dropout_rng or utils.rng()
+
+        def keep(rate, shape):
+            return np.where(gen.random(shape) >= rate, np.float32(1) / np.float32(1 - rate),
+                            np.float32(0)).astype(np.float32)
+
+        G = self._gates if self.implementation == 1 else 1
+        x_masks = keep(self.dropout, (B, G, E)) if 0 < self.dropout < 1 else None
+        h_masks = keep(self.recurrent_dropout, (B, self._gates, self.units)) if 0 < self.recurrent_dropout < 1 else None
+        return x_masks, h_masks
+
     def _steps_mask(self, mask, batch):
         """The input mask in the order the steps are taken (reversed with go_backwards)."""
         mask = _time_mask(mask, batch, self.name)
@@ -483,23 +516,66 @@ class _Recurrent(Layer):
 
     def call(self, x, training=False, mask=None):
         """x (B,T,E) float, or a TokenSequence -> (B,H) or (B,T,H) (and the states).
-        mask (B,T) bool or None: a masked step keeps the state, as in Keras."""
+        mask (B,T) bool or None: a masked step keeps the state, as in Keras. With training,
+        dropout and recurrent_dropout draw their masks (Keras's semantics); inference never
+        drops."""
+        x_masks, h_masks = self._dropout_masks(len(x), self.kernel.shape[0]) if training else (None, None)
         if isinstance(x, TokenSequence):
-            return self._call_on_tokens(x, training, mask)
+            if x_masks is None:
+                return self._call_on_tokens(x, training, mask, h_masks)
+            self._check_width(x.shape)
+            x = np.asarray(x)  # input dropout: each sample's own inputs, projected per position
         x = float_input(x, self.name)
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
         self._check_width(x.shape)
         mask = self._steps_mask(mask, x.shape[:2])
         x = np.ascontiguousarray(x[:, ::-1] if self.go_backwards else x, dtype=np.float32)
         bias, recurrent_bias = self._biases()
-        out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, self._cell, recurrent_bias,
-                                self.return_sequences, self._workspace_for(training), training,
-                                return_state=True, mask=mask)
+        common = dict(cell=self._cell, recurrent_bias=recurrent_bias, return_sequences=self.return_sequences,
+                      workspace=self._workspace_for(training), training=training, return_state=True,
+                      mask=mask, recurrent_dropout_mask=h_masks)
+        if x_masks is not None and x_masks.shape[1] > 1:  # a mask per gate: project gate by gate
+            out = _core.rnn_forward_projected(self._project_per_gate(x, x_masks, bias), self.recurrent_kernel,
+                                              **common)
+            mode = "projected"
+        else:
+            if x_masks is not None:
+                x = x * x_masks  # (B,1,E): the same mask at every step
+            out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, **common)
+            mode = "dense"
         if training:
-            self._mode, self._x, self._batch = "dense", x, x.shape[:2]
+            self._mode, self._x, self._batch, self._x_masks = mode, x, x.shape[:2], x_masks
         return self._outputs(out, mask, training)
 
-    def _call_on_tokens(self, tokens, training, mask):
+    def _gate_kernel(self, g):
+        H = self.units
+        return np.ascontiguousarray(self.kernel[:, g * H:(g + 1) * H])
+
+    def _project_per_gate(self, x, x_masks, bias):
+        """Keras's implementation 1 input dropout: table (B,T,G*H), gate g's columns =
+        (x * x_masks[:, g]) @ kernel_g + bias_g."""
+        (B, T, E), H = x.shape, self.units
+        table = np.empty((B, T, self._gates * H), np.float32)
+        for g in range(self._gates):
+            xg = (x * x_masks[:, None, g]).reshape(-1, E)
+            table[..., g * H:(g + 1) * H] = _core.affine(xg, self._gate_kernel(g),
+                                                         np.ascontiguousarray(bias[g * H:(g + 1) * H])).reshape(B, T, H)
+        return table
+
+    def _project_per_gate_backward(self, dtable):
+        """Backward of _project_per_gate: dtable (B,T,G*H) -> (dx (B,T,E), dkernel, dbias)."""
+        (B, T, E), H, m = self._x.shape, self.units, self._x_masks
+        dx = np.zeros((B, T, E), np.float32)
+        dks, dbs = [], []
+        for g in range(self._gates):
+            xg = (self._x * m[:, None, g]).reshape(-1, E)
+            dxg, dk, db = _core.affine_backward(xg, self._gate_kernel(g),
+                                                np.ascontiguousarray(dtable[..., g * H:(g + 1) * H].reshape(-1, H)))
+            dx += dxg.reshape(B, T, E) * m[:, None, g]
+            dks.append(dk), dbs.append(db)
+        return dx, np.concatenate(dks, axis=1), np.concatenate(dbs)
+
+    def _call_on_tokens(self, tokens, training, mask, h_masks=None):
         """The layer on an Embedding's output without gathering it (B,T,E): the embedding
         rows in use are projected once, (U,E) @ kernel -> (U,G*H), and the kernel gathers
         rows of that table."""
@@ -523,9 +599,10 @@ class _Recurrent(Layer):
         out = _core.rnn_forward_tokens(rows, table, self.recurrent_kernel, pad_row, self._cell,
                                        recurrent_bias, self.return_sequences,
                                        self._workspace_for(training), training, return_state=True,
-                                       mask=mask)
+                                       mask=mask, recurrent_dropout_mask=h_masks)
         if training:
             self._mode, self._used, self._emb_used, self._batch = "tokens", used, emb_used, ids.shape
+            self._x_masks = None
         return self._outputs(out, mask, training)
 
     def backward(self, d):
@@ -564,10 +641,17 @@ class _Recurrent(Layer):
         if self._mode == "dense":
             dx, dk, dr, db, *drb = _core.rnn_backward(self._workspace, self._x, self.kernel,
                                                       self.recurrent_kernel, dh_last, dh_seq, d_c, need_rb)
+        elif self._mode == "projected":
+            dtable, dr, *drb = _core.rnn_backward_table(self._workspace, self.recurrent_kernel, dh_last,
+                                                        dh_seq, d_c, need_rb)
+            dx, dk, db = self._project_per_gate_backward(dtable)
+        if self._mode != "tokens":
+            if self._x_masks is not None and self._mode == "dense":
+                dx = dx * self._x_masks
             if self.go_backwards:
                 dx = np.ascontiguousarray(dx[:, ::-1])  # back to the input's order
         else:
-            dtable, dr, *drb = _core.rnn_backward_tokens(self._workspace, self.recurrent_kernel, dh_last,
+            dtable, dr, *drb = _core.rnn_backward_table(self._workspace, self.recurrent_kernel, dh_last,
                                                          dh_seq, d_c, need_rb)
             demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
             dx = TokenRowsGradient(self._used, demb_used)
@@ -587,11 +671,12 @@ class LSTM(_Recurrent):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", unit_forget_bias=True, return_sequences=False,
-                 return_state=False, go_backwards=False, name=None, **kwargs):
+                 bias_initializer="zeros", unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0,
+                 seed=None, return_sequences=False, return_state=False, go_backwards=False, name=None,
+                 **kwargs):
         super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
-                         go_backwards, name, **kwargs)
+                         go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
         self.unit_forget_bias = unit_forget_bias
 
     def _build_bias(self):
@@ -612,14 +697,15 @@ class GRU(_Recurrent):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", return_sequences=False, return_state=False,
-                 go_backwards=False, reset_after=True, name=None, **kwargs):
+                 bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0, seed=None,
+                 return_sequences=False, return_state=False, go_backwards=False, reset_after=True,
+                 name=None, **kwargs):
         if not reset_after:
             raise ValueError("GRU(reset_after=False) is not implemented yet in fastlstm; "
                              "reset_after=True is Keras's default")
         super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
-                         go_backwards, name, **kwargs)
+                         go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
         self.reset_after = True
 
     def _build_bias(self):
@@ -641,11 +727,12 @@ class SimpleRNN(_Recurrent):
     _cell, _gates = "simple_rnn", 1
 
     def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 return_sequences=False, return_state=False, go_backwards=False, name=None, **kwargs):
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
+                 recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
+                 go_backwards=False, name=None, **kwargs):
         super().__init__(units, activation, "sigmoid", use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
-                         go_backwards, name, **kwargs)
+                         go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
 
 
 def _add_input_gradients(a, b):

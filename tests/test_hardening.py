@@ -59,7 +59,7 @@ def backward_racing_forwards():
         errors = 0
         for _ in range(3000):
             try:
-                dtable, dR = _core.rnn_backward_tokens(ws, R, np.ones((2, 8), np.float32))
+                dtable, dR = _core.rnn_backward_table(ws, R, np.ones((2, 8), np.float32))
                 assert dtable.shape == (1, 32) and dR.shape == (8, 32)
             except ValueError:
                 errors += 1
@@ -165,7 +165,7 @@ def test_backward_after_an_inference_forward_is_a_value_error():
     _core.rnn_forward_tokens(np.zeros((3, 2), np.int32), np.zeros((1, 8), np.float32), R,
                               workspace=ws, training=False)
     with pytest.raises(ValueError, match="training=True"):
-        _core.rnn_backward_tokens(ws, R, np.ones((3, 2), np.float32))
+        _core.rnn_backward_table(ws, R, np.ones((3, 2), np.float32))
 
 
 # ---- 2. fork after threaded use --------------------------------------------------------------
@@ -295,14 +295,14 @@ _ALLOC_SCRIPT = """
     dh = np.ones((B, 1), np.float32)
     small = _core.Workspace()          # threads and their malloc arenas exist before the limit
     _core.rnn_forward_tokens(ids[:64], table[:64], R, workspace=small)
-    _core.rnn_backward_tokens(small, R, dh[:64])
+    _core.rnn_backward_table(small, R, dh[:64])
     ws = _core.Workspace()
     vm = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
     extra = int(sys.argv[1]) << 20
     resource.setrlimit(resource.RLIMIT_AS, (vm + extra, resource.RLIM_INFINITY))
     try:
         _core.rnn_forward_tokens(ids, table, R, workspace=ws)
-        _core.rnn_backward_tokens(ws, R, dh)
+        _core.rnn_backward_table(ws, R, dh)
         print("ok")
     except MemoryError:
         print("MemoryError")

@@ -93,7 +93,7 @@ def test_token_path_matches_numpy(rng, B, T, E, H):
     dh_last = rng.normal(size=(B, H)).astype(np.float32)
     dh_seq = rng.normal(size=(B, T, H)).astype(np.float32)
     for seq in (None, dh_seq):
-        dtable, drec = _core.rnn_backward_tokens(ws, R, dh_last, seq)
+        dtable, drec = _core.rnn_backward_table(ws, R, dh_last, seq)
         dz = ref.lstm_backward(cache, dh_last, seq)[4]
         dtable_want = np.zeros((V, 4 * H))
         np.add.at(dtable_want, ids.reshape(-1), dz.reshape(-1, 4 * H))
@@ -123,7 +123,7 @@ def test_token_path_with_a_large_table(rng, threads):
         fastlstm.set_num_threads(n)
         ws = _core.Workspace()
         h = _core.rnn_forward_tokens(ids, table, R, pad_row=0, workspace=ws)
-        dtable, drec = _core.rnn_backward_tokens(ws, R, dh)
+        dtable, drec = _core.rnn_backward_table(ws, R, dh)
         assert rel_err(h, want[:, -1]) <= 1e-5 and rel_err(dtable, dtable_want) <= 1e-5
         assert rel_err(drec, ref_grads[2]) <= 1e-5
         outs.append((h, dtable, drec))
@@ -145,7 +145,7 @@ def test_inference_forward_equals_training_forward(rng):
             if forward is _core.rnn_forward:
                 _core.rnn_backward(ws, emb[ids], K, R, np.zeros((B, H), np.float32))
             else:
-                _core.rnn_backward_tokens(ws, R, np.zeros((B, H), np.float32))
+                _core.rnn_backward_table(ws, R, np.zeros((B, H), np.float32))
 
 
 def test_token_path_without_padding_skip_is_the_same(rng):
@@ -233,7 +233,7 @@ def test_one_and_two_threads_are_bitwise_identical(rng, threads):
         grads = _core.rnn_backward(ws, x, K, R, dh)
         table = _core.affine(emb, K, b)
         ht = _core.rnn_forward_tokens(ids, table, R, pad_row=0, workspace=wt)
-        gt = _core.rnn_backward_tokens(wt, R, dh)
+        gt = _core.rnn_backward_table(wt, R, dh)
         outs.append([h, *grads, ht, *gt])
     for a, b_ in zip(*outs):
         np.testing.assert_array_equal(a, b_)
@@ -279,7 +279,7 @@ def test_results_do_not_depend_on_the_alignment_of_the_inputs(rng, B, T, E, H, V
         grads = _core.rnn_backward(ws, a(x), a(K), a(R), a(dh))
         table = _core.affine(a(emb), a(K), a(b))
         ht = _core.rnn_forward_tokens(a(ids), a(table), a(R), pad_row=0, workspace=wt)
-        gt = _core.rnn_backward_tokens(wt, a(R), a(dh))
+        gt = _core.rnn_backward_table(wt, a(R), a(dh))
         w, m, v = a(emb), a(emb * 0.5), a(np.abs(emb))
         _core.adam_update(w, a(dz[:, :E]), m, v, 1e-3, 0.1, 1e-3, 1e-7)
         return [h, *grads, table, *_core.affine_backward(a(emb), a(K), a(dz)), ht, *gt, w, m, v]
@@ -347,8 +347,8 @@ def test_backward_checks_its_workspace(rng):
     _core.rnn_forward(x, K, R, b, workspace=ws)
     with pytest.raises(ValueError, match="dh_last must have shape"):
         _core.rnn_backward(ws, x, K, R, np.zeros((3, 2), np.float32))
-    with pytest.raises(ValueError, match="preceding rnn_forward_tokens"):
-        _core.rnn_backward_tokens(ws, R, dh)
+    with pytest.raises(ValueError, match="preceding rnn_forward_tokens or rnn_forward_projected"):
+        _core.rnn_backward_table(ws, R, dh)
     with pytest.raises(ValueError, match="x must have shape"):
         _core.rnn_backward(ws, x[:2], K, R, dh)
 
@@ -370,5 +370,5 @@ def test_token_path_with_an_empty_batch():
     R = np.zeros((2, 8), np.float32)
     ws = _core.Workspace()
     h = _core.rnn_forward_tokens(np.zeros((0, 3), np.int32), np.zeros((4, 8), np.float32), R, 0, workspace=ws)
-    dtable, dR = _core.rnn_backward_tokens(ws, R, np.zeros((0, 2), np.float32))
+    dtable, dR = _core.rnn_backward_table(ws, R, np.zeros((0, 2), np.float32))
     assert h.shape == (0, 2) and not dtable.any() and not dR.any()

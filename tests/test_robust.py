@@ -150,7 +150,7 @@ def test_token_kernel_argument_checks_never_crash(B, T, U, H, lo, pad, cols):
         assert not valid
         return
     assert valid and h.shape == (B, H)
-    dtable, dR = _core.rnn_backward_tokens(ws, R, np.ones((B, H), np.float32))
+    dtable, dR = _core.rnn_backward_table(ws, R, np.ones((B, H), np.float32))
     assert dtable.shape == (U, 4 * H) and dR.shape == (H, 4 * H)
 
 

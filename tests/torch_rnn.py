@@ -1,41 +1,60 @@
 """An independent float64 reference for every recurrent layer and option, on PyTorch's
 autograd: Keras's cell equations (LSTM, GRU reset_after=True, SimpleRNN) and Keras's masking
 (keras/src/backend/torch/rnn.py: a masked step keeps the states; the output there is the
-previous output, or zero with zero_output_for_mask), go_backwards included."""
+previous output, or zero with zero_output_for_mask), go_backwards and dropout's masks
+(keras/src/layers/rnn/{lstm,gru,simple_rnn}.py) included."""
 import numpy as np
 import torch
 
 
-def _cell_step(cell, x_t, states, kernel, recurrent, bias):
+def _projections(x_t, h, kernel, recurrent, G, x_masks, h_masks):
+    """x_t @ kernel and h @ recurrent, gate block by gate block with dropout's masks (Keras's
+    implementation 1: gate g reads x_t * x_masks[:, g] and h * h_masks[:, g]; a single
+    mask, (B,1,.), serves every gate)."""
     H = recurrent.shape[0]
+    xs, hs = [], []
+    for g in range(G):
+        xg = x_t if x_masks is None else x_t * x_masks[:, min(g, x_masks.shape[1] - 1)]
+        hg = h if h_masks is None else h * h_masks[:, min(g, h_masks.shape[1] - 1)]
+        xs.append(xg @ kernel[:, g * H:(g + 1) * H])
+        hs.append(hg @ recurrent[:, g * H:(g + 1) * H])
+    return torch.cat(xs, 1), torch.cat(hs, 1)
+
+
+def _cell_step(cell, x_t, states, kernel, recurrent, bias, x_masks=None, h_masks=None):
+    H = recurrent.shape[0]
+    G = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
+    xk, hr = _projections(x_t, states[0], kernel, recurrent, G, x_masks, h_masks)
     if cell == "lstm":
-        h, c = states
-        z = x_t @ kernel + h @ recurrent + (0 if bias is None else bias)
+        c = states[1]
+        z = xk + hr + (0 if bias is None else bias)
         i, f, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 3 * H:])
         c = f * c + i * torch.tanh(z[:, 2 * H:3 * H])
         return [o * torch.tanh(c), c]
     if cell == "gru":
-        (h,) = states
+        h = states[0]
         b_in, b_rec = (0, 0) if bias is None else (bias[0], bias[1])
-        xp, q = x_t @ kernel + b_in, h @ recurrent + b_rec
+        xp, q = xk + b_in, hr + b_rec
         z = torch.sigmoid(xp[:, :H] + q[:, :H])
         r = torch.sigmoid(xp[:, H:2 * H] + q[:, H:2 * H])
         hh = torch.tanh(xp[:, 2 * H:] + r * q[:, 2 * H:])
         return [z * h + (1 - z) * hh]
-    (h,) = states
-    return [torch.tanh(x_t @ kernel + (0 if bias is None else bias) + h @ recurrent)]
+    return [torch.tanh(xk + (0 if bias is None else bias) + hr)]
 
 
-def run(cell, x, weights, mask=None, go_backwards=False, zero_output_for_mask=False):
+def run(cell, x, weights, mask=None, go_backwards=False, zero_output_for_mask=False, x_masks=None,
+        h_masks=None):
     """x (B,T,E) torch float64; weights [kernel, recurrent, bias or None] torch tensors ->
-    (output sequence (B,T,H) in the order steps are taken, last output (B,H), final states)."""
+    (output sequence (B,T,H) in the order steps are taken, last output (B,H), final states).
+    x_masks (B,Gd,E), h_masks (B,Gh,H): dropout's keep-masks, the same at every step."""
     B, T, _ = x.shape
     H = weights[1].shape[0]
+    x_masks, h_masks = (None if m is None else torch.as_tensor(np.asarray(m, np.float64)) for m in (x_masks, h_masks))
     states = [x.new_zeros(B, H) for _ in range(2 if cell == "lstm" else 1)]
     steps = range(T - 1, -1, -1) if go_backwards else range(T)
     out, prev, outputs = None, x.new_zeros(B, H), []
     for t in steps:
-        new = _cell_step(cell, x[:, t], states, *weights)
+        new = _cell_step(cell, x[:, t], states, *weights, x_masks=x_masks, h_masks=h_masks)
         if mask is None:
             out, states = new[0], new
         else:

@@ -1,0 +1,162 @@
+"""dropout and recurrent_dropout with Keras's semantics: a keep-mask per sample for all time
+steps, 0 or 1/(1-rate); a mask per gate (implementation 1) when recurrent_dropout > 0; never
+at inference. With injected masks, equal to float64 PyTorch autograd and to Keras's layers
+given the same masks; statistically, the rate and the scaling."""
+import numpy as np
+import pytest
+
+import torch_rnn
+import fastlstm
+from fastlstm import Sequential
+from fastlstm.layers import GRU, LSTM, Dense, Embedding, SimpleRNN
+from fastlstm.preprocessing import to_categorical
+
+LAYERS = {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+
+
+def fixed_masks(rng, layer, B, E):
+    """Masks of _dropout_masks's shapes, rate 0.4 (scaled 1/0.6), from rng."""
+    x_m, h_m = layer._dropout_masks(B, E)
+    draw = lambda m: None if m is None else (rng.random(m.shape) >= 0.4).astype(np.float32) / np.float32(0.6)
+    return draw(x_m), draw(h_m)
+
+
+CASES = [dict(dropout=0.3), dict(dropout=0.3, implementation=1), dict(recurrent_dropout=0.3),
+         dict(dropout=0.2, recurrent_dropout=0.3)]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("tokens", [False, True])
+def test_injected_masks_match_reference(rng, monkeypatch, cell, case, tokens):
+    """Outputs and every gradient (weights, input) of a training call with fixed masks,
+    pre-padded token input or dense input, with a mask on some rows."""
+    kw = dict(CASES[case])
+    if cell == "simple_rnn":
+        kw.pop("implementation", None)
+    B, T, V, E, H = 5, 6, 11, 3, 4
+    layer = LAYERS[cell](H, return_sequences=True, return_state=True, **kw)
+    layer.build((None, None, E))
+    if layer.use_bias:
+        layer.bias[...] = rng.normal(scale=0.3, size=layer.bias.shape)
+    x_m, h_m = fixed_masks(rng, layer, B, E)
+    if "recurrent_dropout" in kw or kw.get("implementation") == 1:
+        assert x_m is None or x_m.shape[1] == GATES[cell]
+    monkeypatch.setattr(layer, "_dropout_masks", lambda B_, E_: (x_m, h_m))
+    ids = rng.integers(1, V, size=(B, T))
+    ids[:2, :3] = 0
+    emb = Embedding(V, E)
+    emb.build()
+    x = emb.embeddings[ids]
+    outs = layer.call(emb.call(ids, training=True) if tokens else x, training=True)
+    up = {"seq": rng.normal(size=(B, T, H)), "h": rng.normal(size=(B, H))}
+    if cell == "lstm":
+        up["c"] = rng.normal(size=(B, H))
+    seq, _, states, dx, dw = torch_rnn.gradients(cell, x, [layer.kernel, layer.recurrent_kernel, layer.bias], up,
+                                                 x_masks=x_m, h_masks=h_m)
+    np.testing.assert_allclose(outs[0], seq, atol=3e-6)
+    for got, want in zip(outs[1:], states):
+        np.testing.assert_allclose(got, want, atol=3e-6)
+    d_in, grads = layer.backward([up["seq"], up["h"]] + ([up["c"]] if cell == "lstm" else []))
+    for got, want in zip(grads, dw):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+    if tokens:
+        d_in = emb.backward(d_in)[1][0]
+        want = np.zeros((V, E))
+        np.add.at(want, ids.reshape(-1), dx.reshape(-1, E))
+        dx = want
+    np.testing.assert_allclose(d_in, dx, rtol=1e-4, atol=2e-5)
+    # inference never drops: the plain reference, and the same answer twice
+    inf = layer(x)
+    np.testing.assert_allclose(inf[0], torch_rnn.outputs(cell, x, [layer.kernel, layer.recurrent_kernel, layer.bias])[0],
+                               atol=3e-6)
+    np.testing.assert_array_equal(inf[0], layer(x)[0])
+
+
+def test_masks_rate_scaling_and_one_per_sample(rng):
+    fastlstm.utils.set_random_seed(11)
+    layer = LSTM(64, dropout=0.25, recurrent_dropout=0.4)
+    layer.build((None, None, 50))
+    x_m, h_m = layer._dropout_masks(400, 50)
+    assert layer.implementation == 1 and x_m.shape == (400, 4, 50) and h_m.shape == (400, 4, 64)
+    for m, rate in ((x_m, 0.25), (h_m, 0.4)):
+        assert m.dtype == np.float32
+        assert set(np.unique(m)) == {0.0, np.float32(1) / np.float32(1 - rate)}
+        assert abs(np.mean(m == 0) - rate) < 0.01          # 80,000+ draws: 4 sigma ~ 0.007
+        assert abs(m.mean() - 1) < 0.02                    # inverted scaling keeps the mean
+        assert not np.array_equal(m[:, 0], m[:, 1])         # a mask per gate
+    one = GRU(8, dropout=0.5)
+    one.build((None, None, 6))
+    assert one.implementation == 2 and one._dropout_masks(3, 6)[0].shape == (3, 1, 6)
+    assert one._dropout_masks(3, 6)[1] is None
+    # the same mask at every step: with identity-free checks, a dropped input feature of a
+    # sample gets no gradient at any step
+    layer = SimpleRNN(4, dropout=0.5, seed=3)
+    layer.build((None, None, 6))
+    x = rng.normal(size=(8, 5, 6)).astype(np.float32)
+    layer.call(x, training=True)
+    dx, _ = layer.backward(np.ones((8, 4), np.float32))
+    dropped = layer._x_masks[:, 0] == 0  # (B,E)
+    assert dropped.any() and np.all(dx.transpose(0, 2, 1)[dropped] == 0)
+    assert np.all(dx.transpose(0, 2, 1)[~dropped] != 0)
+
+
+def test_dropout_arguments_follow_keras():
+    assert LSTM(3, dropout=1.5).dropout == 1.0 and LSTM(3, recurrent_dropout=-1).recurrent_dropout == 0.0
+    assert LSTM(3, recurrent_dropout=0.1).implementation == 1 and LSTM(3).implementation == 2
+    assert LSTM(3, dropout=0.2).get_config()["dropout"] == 0.2
+    with pytest.raises(ValueError, match="dropout must be a number"):
+        GRU(3, dropout="0.2")
+    with pytest.raises(ValueError, match="implementation must be 1 or 2"):
+        LSTM(3, implementation=3)
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        SimpleRNN(3, implementation=1)
+    # rate 1.0: Keras drops only for 0 < rate < 1
+    layer = GRU(3, dropout=1.0)
+    layer.build((None, None, 2))
+    assert layer._dropout_masks(2, 2) == (None, None)
+
+
+def test_seeded_dropout_training_is_repeatable_and_thread_independent(rng, threads):
+    ids = rng.integers(0, 30, size=(40, 10))
+    ids[::2, :4] = 0
+    y = to_categorical(rng.integers(0, 3, size=40), 3)
+    results = []
+    for n in (1, 2, 2):
+        fastlstm.set_num_threads(n)
+        fastlstm.utils.set_random_seed(2)
+        m = Sequential([Embedding(30, 6), LSTM(8, dropout=0.2, recurrent_dropout=0.2, return_sequences=True),
+                        GRU(5, recurrent_dropout=0.3), Dense(3, activation="softmax")])
+        m.compile(loss="categorical_crossentropy", optimizer="adam")
+        m.fit(ids, y, batch_size=20, epochs=2, verbose=0)
+        results.append(m.get_weights())
+    for a, b, c in zip(*results):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+def test_keras_layers_given_the_same_masks_agree(rng, cell):
+    """Keras's layer in training mode with our masks put in its cell's mask cache gives the
+    same outputs: the masks mean the same (gate order, implementation 1, scaling)."""
+    import keras
+
+    B, T, E, H = 4, 5, 3, 6
+    kl = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}[cell](
+        H, dropout=0.3, recurrent_dropout=0.3, return_sequences=True)
+    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    kl(x)  # build
+    fl = LAYERS[cell](H, dropout=0.3, recurrent_dropout=0.3, return_sequences=True)
+    fl.build((None, None, E))
+    for w, k in zip(fl.weights, kl.get_weights()):
+        w[...] = k
+    x_m, h_m = fixed_masks(rng, fl, B, E)
+    as_keras = lambda m: [keras.ops.convert_to_tensor(m[:, g]) for g in range(m.shape[1])] if m.shape[1] > 1 \
+        else keras.ops.convert_to_tensor(m[:, 0])
+    kl.cell.get_dropout_mask = lambda step_input: as_keras(x_m)
+    kl.cell.get_recurrent_dropout_mask = lambda step_input: as_keras(h_m)
+    want = keras.ops.convert_to_numpy(kl(x, training=True))
+    fl._dropout_masks = lambda B_, E_: (x_m, h_m)
+    np.testing.assert_allclose(fl.call(x, training=True), want, atol=3e-6)
