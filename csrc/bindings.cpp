@@ -187,14 +187,38 @@ static void check_backward(const Workspace& ws, bool dense) {
   }
 }
 
-// Runs f(Cell{}) for the cell named `name` ("lstm", "gru", "simple_rnn"), or ValueError.
+// The cell (FASTLSTM_FOR_EACH_CELL's) a forward asked for, as names.
+struct CellName {
+  std::string cell, activation = "tanh", recurrent_activation = "sigmoid";
+};
+
+// Runs f(Cell{}) for the cell named `name.cell` ("lstm", "gru", "simple_rnn") with its
+// activations (tanh, relu, linear; sigmoid, hard_sigmoid), or ValueError.
 template <class F>
-static auto with_cell(const std::string& name, F&& f) {
-  if (name == LstmCell::kName) return f(LstmCell{});
-  if (name == GruCell::kName) return f(GruCell{});
-  if (name == SimpleRnnCell::kName) return f(SimpleRnnCell{});
-  throw py::value_error("cell must be 'lstm', 'gru' or 'simple_rnn', got '" + name + "'");
+static auto with_cell(const CellName& name, F&& f) {
+  auto with_rec = [&](auto a) {
+    using A = decltype(a);
+    if (name.cell == "simple_rnn") return f(SimpleRnnCell<A>{});  // no gates
+    if (name.recurrent_activation == Sigmoid::kName) {
+      if (name.cell == "lstm") return f(LstmCell<A, Sigmoid>{});
+      if (name.cell == "gru") return f(GruCell<A, Sigmoid>{});
+    } else if (name.recurrent_activation == HardSigmoid::kName) {
+      if (name.cell == "lstm") return f(LstmCell<A, HardSigmoid>{});
+      if (name.cell == "gru") return f(GruCell<A, HardSigmoid>{});
+    } else {
+      throw py::value_error("recurrent_activation must be 'sigmoid' or 'hard_sigmoid', got '" +
+                            name.recurrent_activation + "'");
+    }
+    throw py::value_error("cell must be 'lstm', 'gru' or 'simple_rnn', got '" + name.cell + "'");
+  };
+  if (name.activation == Tanh::kName) return with_rec(Tanh{});
+  if (name.activation == Relu::kName) return with_rec(Relu{});
+  if (name.activation == Linear::kName) return with_rec(Linear{});
+  throw py::value_error("activation must be 'tanh', 'relu' or 'linear', got '" + name.activation + "'");
 }
+
+// The cell of a workspace's last forward.
+static CellName cell_of(const Workspace& ws) { return {ws.cell, ws.activation, ws.recurrent_activation}; }
 
 // "G*H" as the messages write it: "4H", "3H", "H".
 static std::string gh(int G) { return G == 1 ? "H" : std::to_string(G) + "H"; }
@@ -323,9 +347,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("rnn_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                           py::handle bias_, const std::string& cell, py::handle recurrent_bias_,
                           bool return_sequences, std::shared_ptr<Workspace> ws, bool training,
-                          bool return_state, py::handle mask, py::handle keep) {
+                          bool return_state, py::handle mask, py::handle keep,
+                          const std::string& activation, const std::string& recurrent_activation) {
     warn_if_forked();
-    return with_cell(cell, [&](auto c) {
+    return with_cell({cell, activation, recurrent_activation}, [&](auto c) {
       using Cell = decltype(c);
       constexpr int G = Cell::kGates;
       auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
@@ -352,9 +377,11 @@ PYBIND11_MODULE(_core, m) {
   py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   py::arg("training") = true, py::arg("return_state") = false, py::arg("mask") = py::none(),
-  py::arg("recurrent_dropout_mask") = py::none(),
+  py::arg("recurrent_dropout_mask") = py::none(), py::arg("activation") = "tanh",
+  py::arg("recurrent_activation") = "sigmoid",
   "A recurrent layer over x (B,T,E) float32; cell 'lstm' (G = 4 gates), 'gru' (reset_after,\n"
-  "G = 3; recurrent_bias (3H,) or None) or 'simple_rnn' (G = 1): kernel (E,G*H),\n"
+  "G = 3; recurrent_bias (3H,) or None) or 'simple_rnn' (G = 1), with activation 'tanh', 'relu'\n"
+  "or 'linear' and recurrent_activation 'sigmoid' or 'hard_sigmoid': kernel (E,G*H),\n"
   "recurrent_kernel (H,G*H), bias (G*H,). -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
   "return_state, (h_last, h_seq or None, c_last (B,H), None for cells without a cell state).\n"
   "mask (B,T) bool or None: a False step keeps the state (Keras's masking); positions before\n"
@@ -369,10 +396,10 @@ PYBIND11_MODULE(_core, m) {
     if (!ws) throw py::value_error("workspace must be the one passed to rnn_forward");
     std::optional<F32> x, kernel, recurrent, dx, dkernel, drecurrent, dbias, drb;
     StateGradients d;
-    std::string cell;
+    CellName cell;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, true);
-      cell = ws->cell;
+      cell = cell_of(*ws);
       with_cell(cell, [&](auto c) {
         using Cell = decltype(c);
         constexpr int G = Cell::kGates;
@@ -408,9 +435,10 @@ PYBIND11_MODULE(_core, m) {
                                  int pad_row, const std::string& cell, py::handle recurrent_bias_,
                                  bool return_sequences, std::shared_ptr<Workspace> ws,
                                  bool training, bool return_state, py::handle mask,
-                                 py::handle keep) {
+                                 py::handle keep, const std::string& activation,
+                                 const std::string& recurrent_activation) {
     warn_if_forked();
-    return with_cell(cell, [&](auto c) {
+    return with_cell({cell, activation, recurrent_activation}, [&](auto c) {
       using Cell = decltype(c);
       constexpr int G = Cell::kGates;
       auto ids = checked<int32_t>(ids_, "ids", "(B, T)", {-1, -1});
@@ -461,7 +489,8 @@ PYBIND11_MODULE(_core, m) {
   py::arg("cell") = "lstm", py::arg("recurrent_bias") = py::none(),
   py::arg("return_sequences") = false, py::arg("workspace") = nullptr,
   py::arg("training") = true, py::arg("return_state") = false, py::arg("mask") = py::none(),
-  py::arg("recurrent_dropout_mask") = py::none(),
+  py::arg("recurrent_dropout_mask") = py::none(), py::arg("activation") = "tanh",
+  py::arg("recurrent_activation") = "sigmoid",
   "A recurrent layer (cell as in rnn_forward) over token ids (B,T) int32 whose projected\n"
   "inputs are rows of table (U,G*H) (= embeddings @ kernel + bias). Leading runs of pad_row are\n"
   "skipped exactly (not with recurrent dropout); or mask (B,T) bool, recurrent_dropout_mask as\n"
@@ -475,10 +504,10 @@ PYBIND11_MODULE(_core, m) {
     if (!ws) throw py::value_error("workspace must be the one passed to the forward");
     std::optional<F32> recurrent, dtable, drecurrent, drb;
     StateGradients d;
-    std::string cell;
+    CellName cell;
     locked(*ws, [&] {  // shapes from the workspace's last forward, which cannot change meanwhile
       check_backward(*ws, false);
-      cell = ws->cell;
+      cell = cell_of(*ws);
       with_cell(cell, [&](auto c) {
         using Cell = decltype(c);
         constexpr int G = Cell::kGates;
@@ -510,9 +539,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("rnn_forward_projected", [](py::handle table_, py::handle recurrent_, const std::string& cell,
                                     py::handle recurrent_bias_, bool return_sequences,
                                     std::shared_ptr<Workspace> ws, bool training, bool return_state,
-                                    py::handle mask, py::handle keep) {
+                                    py::handle mask, py::handle keep, const std::string& activation,
+                                    const std::string& recurrent_activation) {
     warn_if_forked();
-    return with_cell(cell, [&](auto c) {
+    return with_cell({cell, activation, recurrent_activation}, [&](auto c) {
       using Cell = decltype(c);
       constexpr int G = Cell::kGates;
       auto recurrent = checked<float>(recurrent_, "recurrent_kernel", ("(H, " + gh(G) + ")").c_str(), {-1, -1});
@@ -535,7 +565,8 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("table"), py::arg("recurrent_kernel"), py::arg("cell") = "lstm",
   py::arg("recurrent_bias") = py::none(), py::arg("return_sequences") = false,
   py::arg("workspace") = nullptr, py::arg("training") = true, py::arg("return_state") = false,
-  py::arg("mask") = py::none(), py::arg("recurrent_dropout_mask") = py::none(),
+  py::arg("mask") = py::none(), py::arg("recurrent_dropout_mask") = py::none(), py::arg("activation") = "tanh",
+  py::arg("recurrent_activation") = "sigmoid",
   "rnn_forward on inputs already projected: table (B,T,G*H) = x @ kernel + bias, as the\n"
   "caller computed it (e.g. a dropout mask per gate, Keras's implementation 1).");
 

@@ -1,7 +1,7 @@
 // The cells, one row at a time, on data still in cache (Keras semantics, float32). A cell is
 // the engine's plug-in (engine.h): sizes, and a forward/backward pair over one slot's step.
 //
-//   kName     its name in the bindings ("lstm", "gru", "simple_rnn")
+//   kName     its name in the bindings ("lstm", "gru", "simple_rnn"); Act, RecAct its activations
 //   kGates    projected inputs per unit: table rows and the recurrent kernel are (., kGates*H)
 //   kKept     floats per unit a step keeps for backward (its "work" row, kKept*H)
 //   kSeparateProduct  false: h_{t-1} @ recurrent is added to the work row in place (z = x@W + b
@@ -26,67 +26,114 @@
 
 namespace fastlstm {
 
-// LSTM. Gates [i | f | c | o] along the 4H axis, as in Keras:
+// Activations, Keras's (keras/src/activations): f(x), and chain(g, y) = g * f'(x) written
+// from the output y = f(x) (each cell's backward has only the outputs).
+struct Tanh {
+  static constexpr const char* kName = "tanh";
+  static inline Packet f(const Packet& x) { return ei::ptanh(x); }
+  static inline Packet chain(const Packet& g, const Packet& y) {
+    return ei::pmul(g, ei::psub(ei::pset1<Packet>(1.f), ei::pmul(y, y)));
+  }
+};
+struct Sigmoid {
+  static constexpr const char* kName = "sigmoid";
+  static inline Packet f(const Packet& x) { return sigmoid(x); }
+  static inline Packet chain(const Packet& g, const Packet& y) {
+    return ei::pmul(ei::pmul(g, y), ei::psub(ei::pset1<Packet>(1.f), y));
+  }
+};
+struct Relu {
+  static constexpr const char* kName = "relu";
+  static inline Packet f(const Packet& x) { return ei::pmax(x, ei::pzero(x)); }
+  static inline Packet chain(const Packet& g, const Packet& y) {  // f'(x) = 1 for x > 0 (y > 0), else 0
+    return ei::pand(g, ei::pcmp_lt(ei::pzero(y), y));
+  }
+};
+struct Linear {
+  static constexpr const char* kName = "linear";
+  static inline Packet f(const Packet& x) { return x; }
+  static inline Packet chain(const Packet& g, const Packet&) { return g; }
+};
+// Keras 3's hard_sigmoid: relu6(x + 3) / 6, i.e. 0 below -3, 1 above 3 (Keras 2's was 0.2x + 0.5).
+struct HardSigmoid {
+  static constexpr const char* kName = "hard_sigmoid";
+  static inline Packet f(const Packet& x) {
+    const Packet six = ei::pset1<Packet>(6.f);
+    return ei::pdiv(ei::pmin(ei::pmax(ei::padd(x, ei::pset1<Packet>(3.f)), ei::pzero(x)), six), six);
+  }
+  static inline Packet chain(const Packet& g, const Packet& y) {  // f'(x) = 1/6 for -3 < x < 3 (0 < y < 1)
+    const Packet inside = ei::pand(ei::pcmp_lt(ei::pzero(y), y), ei::pcmp_lt(y, ei::pset1<Packet>(1.f)));
+    return ei::pand(ei::pdiv(g, ei::pset1<Packet>(6.f)), inside);
+  }
+};
+
+// LSTM. Gates [i | f | c | o] along the 4H axis, as in Keras (A = activation, tanh by
+// default; R = recurrent_activation, sigmoid by default):
 //   z = x @ kernel + h_prev @ recurrent_kernel + bias        (4H)
-//   i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_c)
-//   c = f * c_prev + i * g;            h = o * tanh(c)         zero initial state.
+//   i, f, o = R(z_i, z_f, z_o);  g = A(z_c)
+//   c = f * c_prev + i * g;      h = o * A(c)                zero initial state.
 // Keeps the activated gates i, f, g, o (4H) and c.
+template <class A = Tanh, class R = Sigmoid>
 struct LstmCell {
   static constexpr const char* kName = "lstm";
+  using Act = A;
+  using RecAct = R;
   static constexpr int kGates = 4, kKept = 4;
   static constexpr bool kSeparateProduct = false, kCellState = true, kDirectDh = false;
 
   static inline void forward(float* z, const float*, const float*, const float* c_prev, float* c,
                              float* h, int H) {
     for_packets(H, [&](int j, int m) {
-      const Packet i = sigmoid(load(z + j, m)), f = sigmoid(load(z + H + j, m));
-      const Packet g = ei::ptanh(load(z + 2 * H + j, m)), o = sigmoid(load(z + 3 * H + j, m));
+      const Packet i = R::f(load(z + j, m)), f = R::f(load(z + H + j, m));
+      const Packet g = A::f(load(z + 2 * H + j, m)), o = R::f(load(z + 3 * H + j, m));
       const Packet cn = ei::padd(ei::pmul(f, load(c_prev + j, m)), ei::pmul(i, g));
       store(z + j, i, m), store(z + H + j, f, m), store(z + 2 * H + j, g, m), store(z + 3 * H + j, o, m);
       store(c + j, cn, m);
-      store(h + j, ei::pmul(o, ei::ptanh(cn)), m);  // h = o * tanh(c), as hidden() recomputes it
+      store(h + j, ei::pmul(o, A::f(cn)), m);  // h = o * A(c), as hidden() recomputes it
     });
   }
 
-  // tanh_c (H) = tanh(c (H)), bitwise what forward computed for h = o * tanh(c).
-  static inline void aux(const float* c, float* tanh_c, int H) {
-    for_packets(H, [&](int j, int m) { store(tanh_c + j, ei::ptanh(load(c + j, m)), m); });
+  // ac (H) = A(c (H)), bitwise what forward computed for h = o * A(c).
+  static inline void aux(const float* c, float* ac, int H) {
+    for_packets(H, [&](int j, int m) { store(ac + j, A::f(load(c + j, m)), m); });
   }
-  // h (H) = o * tanh(c) of a step, from its kept gates (4H) and aux(c).
-  static inline void hidden(const float* a, const float* tanh_c, float* h, int H) {
+  // h (H) = o * A(c) of a step, from its kept gates (4H) and aux(c).
+  static inline void hidden(const float* a, const float* ac, float* h, int H) {
     for_packets(H, [&](int j, int m) {
-      store(h + j, ei::pmul(load(a + 3 * H + j, m), load(tanh_c + j, m)), m);
+      store(h + j, ei::pmul(load(a + 3 * H + j, m), load(ac + j, m)), m);
     });
   }
 
-  static inline void backward(const float* a, const float* c_prev, const float* tanh_c,
+  static inline void backward(const float* a, const float* c_prev, const float* ac,
                               float* dh, float* dc, float* dz, float*, int H) {
-    const Packet one = ei::pset1<Packet>(1.f);
     for_packets(H, [&](int j, int m) {
       const Packet i = load(a + j, m), f = load(a + H + j, m), g = load(a + 2 * H + j, m);
       const Packet o = load(a + 3 * H + j, m);
-      const Packet cp = load(c_prev + j, m), t = load(tanh_c + j, m), dH = load(dh + j, m);
-      // h = o * tanh(c)
-      const Packet dzo = ei::pmul(ei::pmul(ei::pmul(dH, t), o), ei::psub(one, o));
-      const Packet dC = ei::padd(load(dc + j, m),
-                                 ei::pmul(ei::pmul(dH, o), ei::psub(one, ei::pmul(t, t))));
+      const Packet cp = load(c_prev + j, m), t = load(ac + j, m), dH = load(dh + j, m);
+      // h = o * A(c)
+      const Packet dzo = R::chain(ei::pmul(dH, t), o);
+      const Packet dC = ei::padd(load(dc + j, m), A::chain(ei::pmul(dH, o), t));
       // c = f * c_prev + i * g
-      const Packet dzi = ei::pmul(ei::pmul(ei::pmul(dC, g), i), ei::psub(one, i));
-      const Packet dzf = ei::pmul(ei::pmul(ei::pmul(dC, cp), f), ei::psub(one, f));
-      const Packet dzg = ei::pmul(ei::pmul(dC, i), ei::psub(one, ei::pmul(g, g)));
+      const Packet dzi = R::chain(ei::pmul(dC, g), i);
+      const Packet dzf = R::chain(ei::pmul(dC, cp), f);
+      const Packet dzg = A::chain(ei::pmul(dC, i), g);
       store(dc + j, ei::pmul(dC, f), m);
       store(dz + j, dzi, m), store(dz + H + j, dzf, m), store(dz + 2 * H + j, dzg, m), store(dz + 3 * H + j, dzo, m);
     });
   }
 };
 
-// GRU with reset_after=True (Keras's default). Gates [z | r | h] along the 3H axis:
+// GRU with reset_after=True (Keras's default). Gates [z | r | h] along the 3H axis (A, R as
+// for the LSTM):
 //   x = x_t @ kernel + input_bias;  q = h_prev @ recurrent_kernel + recurrent_bias   (3H each)
-//   z = sigmoid(x_z + q_z);  r = sigmoid(x_r + q_r);  hh = tanh(x_h + r * q_h)
+//   z = R(x_z + q_z);  r = R(x_r + q_r);  hh = A(x_h + r * q_h)
 //   h = z * h_prev + (1 - z) * hh                                       zero initial state.
 // Keeps z, r, hh and q_h (4H); the kept state is h.
+template <class A = Tanh, class R = Sigmoid>
 struct GruCell {
   static constexpr const char* kName = "gru";
+  using Act = A;
+  using RecAct = R;
   static constexpr int kGates = 3, kKept = 4;
   static constexpr bool kSeparateProduct = true, kCellState = false, kDirectDh = true;
 
@@ -99,9 +146,9 @@ struct GruCell {
         qz = ei::padd(qz, load(rb + j, m)), qr = ei::padd(qr, load(rb + H + j, m));
         qh = ei::padd(qh, load(rb + 2 * H + j, m));
       }
-      const Packet z = sigmoid(ei::padd(load(w + j, m), qz));
-      const Packet r = sigmoid(ei::padd(load(w + H + j, m), qr));
-      const Packet hh = ei::ptanh(ei::padd(load(w + 2 * H + j, m), ei::pmul(r, qh)));
+      const Packet z = R::f(ei::padd(load(w + j, m), qz));
+      const Packet r = R::f(ei::padd(load(w + H + j, m), qr));
+      const Packet hh = A::f(ei::padd(load(w + 2 * H + j, m), ei::pmul(r, qh)));
       const Packet hp = load(h_prev + j, m);
       store(w + j, z, m), store(w + H + j, r, m), store(w + 2 * H + j, hh, m), store(w + 3 * H + j, qh, m);
       store(h + j, ei::padd(ei::pmul(z, hp), ei::pmul(ei::psub(one, z), hh)), m);
@@ -115,11 +162,11 @@ struct GruCell {
       const Packet z = load(w + j, m), r = load(w + H + j, m), hh = load(w + 2 * H + j, m);
       const Packet qh = load(w + 3 * H + j, m), hp = load(h_prev + j, m), dH = load(dh + j, m);
       // h = z * h_prev + (1 - z) * hh
-      const Packet dzz = ei::pmul(ei::pmul(ei::pmul(dH, ei::psub(hp, hh)), z), ei::psub(one, z));
-      // hh = tanh(x_h + r * q_h)
-      const Packet dxh = ei::pmul(ei::pmul(dH, ei::psub(one, z)), ei::psub(one, ei::pmul(hh, hh)));
-      // r = sigmoid(x_r + q_r)
-      const Packet dzr = ei::pmul(ei::pmul(ei::pmul(dxh, qh), r), ei::psub(one, r));
+      const Packet dzz = R::chain(ei::pmul(dH, ei::psub(hp, hh)), z);
+      // hh = A(x_h + r * q_h)
+      const Packet dxh = A::chain(ei::pmul(dH, ei::psub(one, z)), hh);
+      // r = R(x_r + q_r)
+      const Packet dzr = R::chain(ei::pmul(dxh, qh), r);
       store(dh + j, ei::pmul(dH, z), m);  // the direct part of dL/dh_prev
       store(dz_in + j, dzz, m), store(dz_in + H + j, dzr, m), store(dz_in + 2 * H + j, dxh, m);
       store(dz_rec + j, dzz, m), store(dz_rec + H + j, dzr, m), store(dz_rec + 2 * H + j, ei::pmul(dxh, r), m);
@@ -127,30 +174,39 @@ struct GruCell {
   }
 };
 
-// SimpleRNN:  h = tanh(x_t @ kernel + bias + h_prev @ recurrent_kernel)     (H)
+// SimpleRNN:  h = A(x_t @ kernel + bias + h_prev @ recurrent_kernel)     (H; A tanh by default)
 // Keeps h (H); the kept state is h.
+template <class A = Tanh>
 struct SimpleRnnCell {
   static constexpr const char* kName = "simple_rnn";
+  using Act = A;
+  using RecAct = Sigmoid;  // unused: no gates
   static constexpr int kGates = 1, kKept = 1;
   static constexpr bool kSeparateProduct = false, kCellState = false, kDirectDh = false;
 
   static inline void forward(float* z, const float*, const float*, const float*, float*, float* h,
                              int H) {
     for_packets(H, [&](int j, int m) {
-      const Packet a = ei::ptanh(load(z + j, m));
+      const Packet a = A::f(load(z + j, m));
       store(z + j, a, m), store(h + j, a, m);
     });
   }
 
   static inline void backward(const float* a, const float*, const float*, float* dh, float*,
                               float* dz, float*, int H) {
-    const Packet one = ei::pset1<Packet>(1.f);
-    for_packets(H, [&](int j, int m) {
-      const Packet y = load(a + j, m);
-      // h = tanh(z)
-      store(dz + j, ei::pmul(load(dh + j, m), ei::psub(one, ei::pmul(y, y))), m);
-    });
+    // h = A(z)
+    for_packets(H, [&](int j, int m) { store(dz + j, A::chain(load(dh + j, m), load(a + j, m)), m); });
   }
 };
+
+// X(cell type) for every cell and activation pair the bindings offer (activation tanh, relu
+// or linear; recurrent_activation sigmoid or hard_sigmoid): the engine's instantiations.
+#define FASTLSTM_COMMA ,
+#define FASTLSTM_CELLS_WITH(X, A)                                                   \
+  X(LstmCell<A FASTLSTM_COMMA Sigmoid>) X(LstmCell<A FASTLSTM_COMMA HardSigmoid>)   \
+  X(GruCell<A FASTLSTM_COMMA Sigmoid>) X(GruCell<A FASTLSTM_COMMA HardSigmoid>)     \
+  X(SimpleRnnCell<A>)
+#define FASTLSTM_FOR_EACH_CELL(X) \
+  FASTLSTM_CELLS_WITH(X, Tanh) FASTLSTM_CELLS_WITH(X, Relu) FASTLSTM_CELLS_WITH(X, Linear)
 
 }  // namespace fastlstm

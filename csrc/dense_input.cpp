@@ -38,8 +38,6 @@ void rnn_backward_dense(Workspace& ws, const float* x, const float* kernel, cons
   template void rnn_backward_dense<Cell>(Workspace&, const float*, const float*, const float*,   \
                                          const float*, const float*, const float*, float*,       \
                                          float*, float*, float*, float*);
-FASTLSTM_DENSE_INPUT(LstmCell)
-FASTLSTM_DENSE_INPUT(GruCell)
-FASTLSTM_DENSE_INPUT(SimpleRnnCell)
+FASTLSTM_FOR_EACH_CELL(FASTLSTM_DENSE_INPUT)
 
 }  // namespace fastlstm

@@ -50,7 +50,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
 
   ws.has_forward = false;
-  ws.cell = Cell::kName;
+  ws.cell = Cell::kName, ws.activation = Cell::Act::kName, ws.recurrent_activation = Cell::RecAct::kName;
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
   ws.token_input = token_input;
   ws.dense_input = false;
@@ -363,7 +363,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       }
       kk = 0;
     };
-    // Cell::aux (tanh c_t) of slot s, computed at step t+1 (for h_t) and used again at step t.
+    // Cell::aux (A(c_t)) of slot s, computed at step t+1 (for h_t) and used again at step t.
     float* aux = Cell::kCellState ? ws.aux.data() : nullptr;
     int* aux_step = Cell::kCellState ? ws.aux_step.data() + traj : nullptr;  // which step's aux each slot holds
     if (aux_step) std::fill_n(aux_step, hi - traj, -1);
@@ -488,8 +488,6 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
                                   const float*, int, int, int, float*, float*, float*, bool);     \
   template void rnn_backward<Cell>(Workspace&, const float*, const float*, const float*,          \
                                    const float*, float*, float*, float*);
-FASTLSTM_ENGINE(LstmCell)
-FASTLSTM_ENGINE(GruCell)
-FASTLSTM_ENGINE(SimpleRnnCell)
+FASTLSTM_FOR_EACH_CELL(FASTLSTM_ENGINE)
 
 }  // namespace fastlstm

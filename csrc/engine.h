@@ -34,7 +34,9 @@ namespace fastlstm {
 struct Workspace {
   std::mutex busy;                 // one forward/backward at a time per workspace
   int B = 0, T = 0, H = 0, U = 0;  // shapes of the last forward
-  const char* cell = nullptr;      // its cell's Cell::kName: a backward must be of the same cell
+  const char* cell = nullptr;      // its cell's Cell::kName, Act::kName, RecAct::kName: a
+  const char* activation = nullptr;            // backward runs the same cell
+  const char* recurrent_activation = nullptr;
   int E = 0;                       // input width (dense input only)
   int nslots = 0;                  // B rows + one trajectory slot per chunk
   bool has_forward = false;
@@ -60,7 +62,7 @@ struct Workspace {
                          // in backward); else h is the kept state
   FloatBuf product;      // separate-product cells: per chunk, rows h_{t-1} @ recurrent (G*H)
   FloatBuf dh, dc;       // (nslots,H) running gradients wrt h and c
-  FloatBuf aux;          // (nslots,H) backward: Cell::aux (tanh c) of a step, computed once, used twice
+  FloatBuf aux;          // (nslots,H) backward: Cell::aux (A(c)) of a step, computed once, used twice
   std::vector<int> aux_step;  // (nslots) backward: the step whose aux each slot holds
   FloatBuf rec_packed;   // recurrent (H,G*H) in column panels, for h @ recurrent (recurrent
                          // dropout: each gate's (H,H) block packed apart)

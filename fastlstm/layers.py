@@ -360,6 +360,11 @@ def _time_mask(mask, batch, name):
     return np.ascontiguousarray(m, dtype=bool)
 
 
+# What the kernels' cells implement (csrc/cells.h), by Keras's names.
+_RECURRENT_ACTIVATIONS = ("tanh", "relu", "linear")
+_GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+
+
 def _positive_units(units):
     if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
         raise ValueError(f"units must be a positive integer, got {units!r}")
@@ -399,10 +404,13 @@ class _Recurrent(Layer):
         self.implementation = 1 if self.recurrent_dropout != 0.0 else implementation
         self.seed = seed
         self._dropout_rng = np.random.default_rng(seed) if seed is not None else None
-        if activation != "tanh" or recurrent_activation != "sigmoid":
-            gates = " with recurrent_activation='sigmoid'" if self._gates > 1 else ""
-            raise ValueError(f"{type(self).__name__}: the fastlstm kernels implement "
-                             f"activation='tanh'{gates} (Keras's defaults) only")
+        activation = "linear" if activation is None else activation
+        if activation not in _RECURRENT_ACTIVATIONS:
+            raise ValueError(f"{type(self).__name__}: activation must be one of {_RECURRENT_ACTIVATIONS} "
+                             f"(or None, linear), got {activation!r}")
+        if recurrent_activation not in _GATE_ACTIVATIONS:
+            raise ValueError(f"{type(self).__name__}: recurrent_activation must be one of {_GATE_ACTIVATIONS}, "
+                             f"got {recurrent_activation!r}")
         self.activation, self.recurrent_activation = activation, recurrent_activation
         self.return_sequences = bool(return_sequences)
         self.return_state, self.go_backwards = bool(return_state), bool(go_backwards)
@@ -531,7 +539,7 @@ class _Recurrent(Layer):
         mask = self._steps_mask(mask, x.shape[:2])
         x = np.ascontiguousarray(x[:, ::-1] if self.go_backwards else x, dtype=np.float32)
         bias, recurrent_bias = self._biases()
-        common = dict(cell=self._cell, recurrent_bias=recurrent_bias, return_sequences=self.return_sequences,
+        common = dict(self._cell_args(), recurrent_bias=recurrent_bias, return_sequences=self.return_sequences,
                       workspace=self._workspace_for(training), training=training, return_state=True,
                       mask=mask, recurrent_dropout_mask=h_masks)
         if x_masks is not None and x_masks.shape[1] > 1:  # a mask per gate: project gate by gate
@@ -546,6 +554,10 @@ class _Recurrent(Layer):
         if training:
             self._mode, self._x, self._batch, self._x_masks = mode, x, x.shape[:2], x_masks
         return self._outputs(out, mask, training)
+
+    def _cell_args(self):
+        """The kernels' cell: its name and activations."""
+        return dict(cell=self._cell, activation=self.activation, recurrent_activation=self.recurrent_activation)
 
     def _gate_kernel(self, g):
         H = self.units
@@ -596,10 +608,11 @@ class _Recurrent(Layer):
         table = _core.affine(emb_used, self.kernel, bias)
         # Without a mask, leading padding (id 0) is skipped exactly (a shared trajectory).
         pad_row = int(remap[0]) if present[0] and mask is None else -1
-        out = _core.rnn_forward_tokens(rows, table, self.recurrent_kernel, pad_row, self._cell,
-                                       recurrent_bias, self.return_sequences,
-                                       self._workspace_for(training), training, return_state=True,
-                                       mask=mask, recurrent_dropout_mask=h_masks)
+        out = _core.rnn_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
+                                       recurrent_bias=recurrent_bias, return_sequences=self.return_sequences,
+                                       workspace=self._workspace_for(training), training=training,
+                                       return_state=True, mask=mask, recurrent_dropout_mask=h_masks,
+                                       **self._cell_args())
         if training:
             self._mode, self._used, self._emb_used, self._batch = "tokens", used, emb_used, ids.shape
             self._x_masks = None

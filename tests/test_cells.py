@@ -165,8 +165,14 @@ def test_kernel_arguments_are_checked(rng):
     assert len(_core.rnn_backward(ws, x, K, R, np.zeros((2, 3), np.float32), need_recurrent_bias=True)) == 5
     with pytest.raises(ValueError, match="reset_after=False"):
         GRU(3, reset_after=False)
-    with pytest.raises(ValueError, match="activation='tanh'"):
-        SimpleRNN(3, activation="relu")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        SimpleRNN(3, activation="softplus")
+    with pytest.raises(ValueError, match="recurrent_activation must be one of"):
+        GRU(3, recurrent_activation="tanh")
+    with pytest.raises(ValueError, match="activation must be 'tanh', 'relu' or 'linear'"):
+        _core.rnn_forward(x, K, R, b, cell="gru", activation="elu")
+    with pytest.raises(ValueError, match="recurrent_activation must be 'sigmoid' or 'hard_sigmoid'"):
+        _core.rnn_forward(x, K, R, b, cell="gru", recurrent_activation="tanh")
 
 
 def keras_pair(keras, V, layers_k, layers_f):

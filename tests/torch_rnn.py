@@ -21,29 +21,35 @@ def _projections(x_t, h, kernel, recurrent, G, x_masks, h_masks):
     return torch.cat(xs, 1), torch.cat(hs, 1)
 
 
-def _cell_step(cell, x_t, states, kernel, recurrent, bias, x_masks=None, h_masks=None):
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "linear": lambda x: x, "sigmoid": torch.sigmoid,
+               "hard_sigmoid": torch.nn.functional.hardsigmoid}  # Keras 3's: relu6(x + 3) / 6
+
+
+def _cell_step(cell, x_t, states, kernel, recurrent, bias, x_masks=None, h_masks=None, activation="tanh",
+               recurrent_activation="sigmoid"):
     H = recurrent.shape[0]
+    act, rec = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
     G = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
     xk, hr = _projections(x_t, states[0], kernel, recurrent, G, x_masks, h_masks)
     if cell == "lstm":
         c = states[1]
         z = xk + hr + (0 if bias is None else bias)
-        i, f, o = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 3 * H:])
-        c = f * c + i * torch.tanh(z[:, 2 * H:3 * H])
-        return [o * torch.tanh(c), c]
+        i, f, o = rec(z[:, :H]), rec(z[:, H:2 * H]), rec(z[:, 3 * H:])
+        c = f * c + i * act(z[:, 2 * H:3 * H])
+        return [o * act(c), c]
     if cell == "gru":
         h = states[0]
         b_in, b_rec = (0, 0) if bias is None else (bias[0], bias[1])
         xp, q = xk + b_in, hr + b_rec
-        z = torch.sigmoid(xp[:, :H] + q[:, :H])
-        r = torch.sigmoid(xp[:, H:2 * H] + q[:, H:2 * H])
-        hh = torch.tanh(xp[:, 2 * H:] + r * q[:, 2 * H:])
+        z = rec(xp[:, :H] + q[:, :H])
+        r = rec(xp[:, H:2 * H] + q[:, H:2 * H])
+        hh = act(xp[:, 2 * H:] + r * q[:, 2 * H:])
         return [z * h + (1 - z) * hh]
-    return [torch.tanh(xk + (0 if bias is None else bias) + hr)]
+    return [act(xk + (0 if bias is None else bias) + hr)]
 
 
 def run(cell, x, weights, mask=None, go_backwards=False, zero_output_for_mask=False, x_masks=None,
-        h_masks=None):
+        h_masks=None, activation="tanh", recurrent_activation="sigmoid"):
     """x (B,T,E) torch float64; weights [kernel, recurrent, bias or None] torch tensors ->
     (output sequence (B,T,H) in the order steps are taken, last output (B,H), final states).
     x_masks (B,Gd,E), h_masks (B,Gh,H): dropout's keep-masks, the same at every step."""
@@ -54,7 +60,8 @@ def run(cell, x, weights, mask=None, go_backwards=False, zero_output_for_mask=Fa
     steps = range(T - 1, -1, -1) if go_backwards else range(T)
     out, prev, outputs = None, x.new_zeros(B, H), []
     for t in steps:
-        new = _cell_step(cell, x[:, t], states, *weights, x_masks=x_masks, h_masks=h_masks)
+        new = _cell_step(cell, x[:, t], states, *weights, x_masks=x_masks, h_masks=h_masks, activation=activation,
+                         recurrent_activation=recurrent_activation)
         if mask is None:
             out, states = new[0], new
         else:
