@@ -1,13 +1,25 @@
-"""fastlstm vs Keras (TensorFlow backend) vs PyTorch on the Keras Reuters LSTM example.
+"""fastlstm vs Keras (TensorFlow backend) vs PyTorch on Keras Reuters RNN classifiers.
 
-    python bench/compare.py --epochs 3 --out /tmp/b [--threads 2] [--full] [--systems fastlstm,keras,pytorch]
+    python bench/compare.py --workload seed --epochs 3 --out /tmp/b [--threads 2] [--full]
+                            [--systems fastlstm,keras,pytorch]
+
+Workloads (--workload, all on the real Reuters data, num_words=1000, Dense(46, softmax),
+Adam, categorical cross-entropy, validation on the test split):
+  seed     Embedding(1000,100) -> LSTM(100), maxlen 100, batch 100 (the Keras example)
+  gru      Embedding(1000,100) -> GRU(100), maxlen 100, batch 100
+  bilstm   Embedding(1000,64) -> Bidirectional(LSTM(64)), maxlen 200, batch 64
+  mask     the seed model with Embedding(mask_zero=True), maxlen 200
+  nomask   the same without the mask (mask's baseline), maxlen 200
+  dropout  the seed model with LSTM(100, dropout=0.2, recurrent_dropout=0.2)
+PyTorch's nearest equivalents: nn.GRU; nn.LSTM(bidirectional=True); for the mask,
+pack_padded_sequence over the rows moved to post-padding (what PyTorch needs for Keras's
+masking); for dropout, nn.Dropout on the embeddings (per element) and no recurrent dropout
+(nn.LSTM has none).
 
 Each system trains in its own worker process. The controller drives the workers one epoch
-at a time, interleaved (A B C A B C ...), so machine drift hits all alike. Every worker
-uses the same data (num_words=1000, maxlen=100, batch 100, validation on the test split),
-the same model (Embedding(1000,100) -> LSTM(100) -> Dense(46, softmax), Adam, categorical
-cross-entropy) and the same thread count. Writes DIR/results.json, DIR/results.md and
-DIR/seconds_per_epoch.png (and DIR/val_accuracy.png with --full).
+at a time, interleaved (A B C A B C ...), so machine drift hits all alike. Writes
+DIR/results.json, DIR/results.md and DIR/seconds_per_epoch.png (and DIR/val_accuracy.png
+with --full).
 """
 import argparse
 import json
@@ -27,9 +39,43 @@ INSTALL = {
     "keras": "pip install '.[bench]'  (keras + tensorflow-cpu)",
     "pytorch": "pip install torch==2.13.0",
 }
-NUM_WORDS, MAXLEN, EMBED, UNITS, CLASSES, BATCH = 1000, 100, 100, 100, 46, 100
+NUM_WORDS, CLASSES = 1000, 46
+# name: (recurrent layer, maxlen, embedding dim, units, batch, mask_zero, dropout, recurrent_dropout)
+WORKLOADS = {
+    "seed": ("lstm", 100, 100, 100, 100, False, 0.0, 0.0),
+    "gru": ("gru", 100, 100, 100, 100, False, 0.0, 0.0),
+    "bilstm": ("bilstm", 200, 64, 64, 64, False, 0.0, 0.0),
+    "mask": ("lstm", 200, 100, 100, 100, True, 0.0, 0.0),
+    "nomask": ("lstm", 200, 100, 100, 100, False, 0.0, 0.0),
+    "dropout": ("lstm", 100, 100, 100, 100, False, 0.2, 0.2),
+}
+W = {}  # the workload's settings, set in each process: kind, maxlen, embed, units, batch, mask, dropout, rec_dropout
 
 
+def set_workload(name):
+    kind, maxlen, embed, units, batch, mask, dropout, rec = WORKLOADS[name]
+    W.update(name=name, kind=kind, maxlen=maxlen, embed=embed, units=units, batch=batch, mask=mask,
+             dropout=dropout, rec_dropout=rec)
+
+
+def gflop_per_epoch(x_train, executed):
+    """GFLOP of an epoch's recurrent layer, training (backward counted twice the forward).
+    Plain (executed=False): what a plain implementation does, every position of every row
+    projected and stepped: 3 * 2*(E+H)*G*H per position and direction. Executed: what
+    fastlstm does: the step products (3 * 2*H*G*H) only from each row's first real token in
+    the forward direction (the padding before it is skipped), at every position in the
+    backward one of a Bidirectional (its padding trails), and the input projection per
+    position only under input dropout (else a table of the batch's distinct tokens, a small
+    cost not counted)."""
+    G = {"lstm": 4, "gru": 3, "bilstm": 4}[W["kind"]]
+    E, H, T = W["embed"], W["units"], W["maxlen"]
+    n, positions = len(x_train), x_train.size
+    if not executed:
+        return 3 * 2 * (E + H) * G * H * positions * (2 if W["kind"] == "bilstm" else 1) / 1e9
+    first = np.where((x_train != 0).any(1), (x_train != 0).argmax(1), T)  # each row's first real token
+    stepped = (n * T - first.sum()) + (positions if W["kind"] == "bilstm" else 0)
+    projected = positions if W["dropout"] else 0
+    return 3 * 2 * (H * G * H * stepped + E * G * H * projected) / 1e9
 # ---------------------------------------------------------------------------------------
 # Workers: one per system, in a subprocess; commands on stdin, one JSON reply per line.
 
@@ -38,8 +84,9 @@ def reuters_arrays():
     from fastlstm.preprocessing import pad_sequences, to_categorical
 
     (x_train, y_train), (x_test, y_test) = reuters.load_data(num_words=NUM_WORDS)
-    return (pad_sequences(x_train, maxlen=MAXLEN), to_categorical(y_train, CLASSES).astype(np.float32),
-            pad_sequences(x_test, maxlen=MAXLEN), to_categorical(y_test, CLASSES).astype(np.float32))
+    m = W["maxlen"]
+    return (pad_sequences(x_train, maxlen=m), to_categorical(y_train, CLASSES).astype(np.float32),
+            pad_sequences(x_test, maxlen=m), to_categorical(y_test, CLASSES).astype(np.float32))
 
 
 def median_ms(fn, repeats=7):
@@ -55,28 +102,40 @@ def median_ms(fn, repeats=7):
 class FastLSTMWorker:
     def __init__(self, threads, data):
         import fastlstm
+        from fastlstm.layers import GRU, LSTM, Bidirectional, Dense, Embedding
 
         fastlstm.set_num_threads(threads)
         fastlstm.utils.set_random_seed(0)
         self.x, self.y, self.xt, self.yt = data
-        self.model = fastlstm.reuters_model(NUM_WORDS, EMBED, UNITS, CLASSES)
+        H = W["units"]
+        rnn = {"lstm": lambda: LSTM(H, dropout=W["dropout"], recurrent_dropout=W["rec_dropout"]),
+               "gru": lambda: GRU(H), "bilstm": lambda: Bidirectional(LSTM(H))}[W["kind"]]()
+        self.model = fastlstm.Sequential([Embedding(NUM_WORDS, W["embed"], mask_zero=W["mask"]), rnn,
+                                          Dense(CLASSES, activation="softmax")])
+        self.model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
 
     def epoch(self):
-        h = self.model.fit(self.x, self.y, batch_size=BATCH, epochs=1, verbose=0,
+        h = self.model.fit(self.x, self.y, batch_size=W["batch"], epochs=1, verbose=0,
                            validation_data=(self.xt, self.yt))
         return h.history["val_loss"][0], h.history["val_accuracy"][0]
 
-    def lstm_ms(self):
-        emb, lstm = self.model.layers[0], self.model.layers[1]
-        dh = np.ones((BATCH, UNITS), np.float32)
+    def rnn_ms(self):
+        emb, rnn = self.model.layers[0], self.model.layers[1]
+        ids = self.x[:W["batch"]]
+        dh = np.ones(rnn.output_shape((len(ids), W["maxlen"], W["embed"])), np.float32)
 
         def step():
-            lstm.call(emb.call(self.x[:BATCH]), training=True)
-            lstm.backward(dh)
+            rnn.call(emb.call(ids), training=True, mask=emb.compute_mask(ids))
+            rnn.backward(dh)
         return median_ms(step)
 
     def predict(self):
-        return self.model.predict(self.xt, batch_size=BATCH)
+        return self.model.predict(self.xt, batch_size=W["batch"])
+
+    def peak_gflops(self, threads):
+        from fastlstm import _core
+
+        return _core.fma_peak_gflops(threads)
 
 
 class KerasWorker:
@@ -90,33 +149,37 @@ class KerasWorker:
         keras.utils.set_random_seed(0)
         self.tf, self.keras = tf, keras
         self.x, self.y, self.xt, self.yt = data
-        self.model = keras.Sequential([keras.Input(shape=(MAXLEN,), dtype="int32"),
-                                       keras.layers.Embedding(NUM_WORDS, EMBED),
-                                       keras.layers.LSTM(UNITS, activation="tanh"),
-                                       keras.layers.Dense(CLASSES, activation="softmax")])
+        L, H = keras.layers, W["units"]
+        rnn = {"lstm": lambda: L.LSTM(H, dropout=W["dropout"], recurrent_dropout=W["rec_dropout"]),
+               "gru": lambda: L.GRU(H), "bilstm": lambda: L.Bidirectional(L.LSTM(H))}[W["kind"]]()
+        self.model = keras.Sequential([keras.Input(shape=(W["maxlen"],), dtype="int32"),
+                                       L.Embedding(NUM_WORDS, W["embed"], mask_zero=W["mask"]), rnn,
+                                       L.Dense(CLASSES, activation="softmax")])
         self.model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
 
     def epoch(self):
-        h = self.model.fit(self.x, self.y, batch_size=BATCH, epochs=1, verbose=0,
+        h = self.model.fit(self.x, self.y, batch_size=W["batch"], epochs=1, verbose=0,
                            validation_data=(self.xt, self.yt))
         return h.history["val_loss"][0], h.history["val_accuracy"][0]
 
-    def lstm_ms(self):
+    def rnn_ms(self):
         tf = self.tf
-        lstm = self.model.layers[1]
-        xe = tf.constant(self.model.layers[0](self.x[:BATCH]).numpy())
+        emb, rnn = self.model.layers[0], self.model.layers[1]
+        ids = self.x[:W["batch"]]
+        xe = tf.constant(emb(ids).numpy())
+        mask = tf.constant(ids != 0) if W["mask"] else None
 
         @tf.function
         def step():
             with tf.GradientTape() as tape:
                 tape.watch(xe)
-                out = tf.reduce_sum(lstm(xe, training=True))
-            return tape.gradient(out, [xe] + lstm.trainable_variables)
+                out = tf.reduce_sum(rnn(xe, training=True, mask=mask))
+            return tape.gradient(out, [xe] + rnn.trainable_variables)
 
         return median_ms(lambda: [g.numpy() for g in step()])
 
     def predict(self):
-        return self.model.predict(self.xt, batch_size=BATCH, verbose=0)
+        return self.model.predict(self.xt, batch_size=W["batch"], verbose=0)
 
 
 class TorchWorker:
@@ -129,54 +192,69 @@ class TorchWorker:
         x, y, xt, yt = data
         self.x, self.y = torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.argmax(1))
         self.xt, self.yt = torch.from_numpy(xt.astype(np.int64)), torch.from_numpy(yt.argmax(1))
+        E, H, kind = W["embed"], W["units"], W["kind"]
 
         class Net(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.emb = torch.nn.Embedding(NUM_WORDS, EMBED)
-                self.lstm = torch.nn.LSTM(EMBED, UNITS, batch_first=True)
-                self.dense = torch.nn.Linear(UNITS, CLASSES)
+                self.emb = torch.nn.Embedding(NUM_WORDS, E)
+                self.drop = torch.nn.Dropout(W["dropout"])
+                rnn = torch.nn.GRU if kind == "gru" else torch.nn.LSTM
+                self.rnn = rnn(E, H, batch_first=True, bidirectional=kind == "bilstm")
+                self.dense = torch.nn.Linear(2 * H if kind == "bilstm" else H, CLASSES)
 
             def forward(self, ids):
-                _, (h, _) = self.lstm(self.emb(ids))
-                return self.dense(h[-1])  # logits; the loss applies log-softmax
+                e = self.drop(self.emb(ids))
+                if W["mask"]:  # Keras's masking: pack the real tokens (pre-padding moved to the end)
+                    lengths = (ids != 0).sum(1)
+                    shift = ids.shape[1] - lengths
+                    cols = (torch.arange(ids.shape[1])[None, :] + shift[:, None]) % ids.shape[1]
+                    e = torch.gather(e, 1, cols[:, :, None].expand(-1, -1, e.shape[2]))
+                    e = torch.nn.utils.rnn.pack_padded_sequence(e, lengths.clamp(min=1), batch_first=True,
+                                                                enforce_sorted=False)
+                _, h = self.rnn(e)
+                h = h[0] if isinstance(h, tuple) else h  # LSTM: (h, c)
+                h = torch.cat([h[-2], h[-1]], 1) if kind == "bilstm" else h[-1]
+                return self.dense(h)  # logits; the loss applies log-softmax
 
         self.model = Net()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
         self.loss = torch.nn.CrossEntropyLoss()
 
     def epoch(self):
-        torch = self.torch
+        torch, B = self.torch, W["batch"]
         self.model.train()
         order = torch.randperm(len(self.x))
-        for s in range(0, len(self.x), BATCH):
-            idx = order[s:s + BATCH]
+        for s in range(0, len(self.x), B):
+            idx = order[s:s + B]
             self.opt.zero_grad()
             self.loss(self.model(self.x[idx]), self.y[idx]).backward()
             self.opt.step()
         self.model.eval()
         with torch.no_grad():
-            logits = torch.cat([self.model(self.xt[s:s + BATCH]) for s in range(0, len(self.xt), BATCH)])
+            logits = torch.cat([self.model(self.xt[s:s + B]) for s in range(0, len(self.xt), B)])
             return float(self.loss(logits, self.yt)), float((logits.argmax(1) == self.yt).float().mean())
 
-    def lstm_ms(self):
-        xe = self.model.emb(self.x[:BATCH]).detach().requires_grad_(True)
+    def rnn_ms(self):
+        xe = self.model.emb(self.x[:W["batch"]]).detach().requires_grad_(True)
 
         def step():
-            out, _ = self.model.lstm(xe)
+            out, _ = self.model.rnn(xe)
             out[:, -1].sum().backward()
         return median_ms(step)
 
     def predict(self):
+        B = W["batch"]
         with self.torch.no_grad():
-            logits = self.torch.cat([self.model(self.xt[s:s + BATCH]) for s in range(0, len(self.xt), BATCH)])
+            logits = self.torch.cat([self.model(self.xt[s:s + B]) for s in range(0, len(self.xt), B)])
             return self.torch.softmax(logits, 1).numpy()
 
 
 WORKERS = {"fastlstm": FastLSTMWorker, "keras": KerasWorker, "pytorch": TorchWorker}
 
 
-def worker_main(system, threads):
+def worker_main(system, threads, workload):
+    set_workload(workload)
     if system == "keras":
         os.environ["KERAS_BACKEND"] = "tensorflow"
     try:
@@ -191,8 +269,10 @@ def worker_main(system, threads):
             t0 = time.perf_counter()
             val_loss, val_acc = worker.epoch()
             reply = {"seconds": time.perf_counter() - t0, "val_loss": val_loss, "val_accuracy": val_acc}
-        elif cmd == "lstm":
-            reply = {"lstm_ms": worker.lstm_ms()}
+        elif cmd == "rnn":
+            reply = {"rnn_ms": worker.rnn_ms()}
+        elif cmd == "peak":
+            reply = {"peak_gflops": worker.peak_gflops(threads)} if hasattr(worker, "peak_gflops") else {}
         elif cmd == "predict":
             worker.predict()
             t0 = time.perf_counter()
@@ -211,10 +291,11 @@ def worker_main(system, threads):
 # Controller
 
 class Worker:
-    def __init__(self, system, threads):
+    def __init__(self, system, threads, workload):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    TF_CPP_MIN_LOG_LEVEL="2")
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", system, "--threads", str(threads)],
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", system, "--threads", str(threads),
+                                      "--workload", workload],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.hello = self._read()
 
@@ -243,10 +324,13 @@ def machine():
 
 def run(args):
     os.makedirs(args.out, exist_ok=True)
+    set_workload(args.workload)
     systems = args.systems.split(",")
-    workers, results = {}, {"machine": machine(), "epochs": args.epochs, "threads": args.threads, "systems": {}}
+    workers = {}
+    results = {"machine": machine(), "workload": args.workload, "settings": dict(W), "epochs": args.epochs,
+               "threads": args.threads, "systems": {}}
     for s in systems:
-        w = Worker(s, args.threads)
+        w = Worker(s, args.threads, args.workload)
         if "error" in w.hello:
             print(f"{s}: {w.hello['error']}")
             results["systems"][s] = {"error": w.hello["error"]}
@@ -259,19 +343,27 @@ def run(args):
             epochs[s].append(r)
             print(f"epoch {e + 1}/{args.epochs} {s:9s} {r['seconds']:.2f}s val_accuracy {r['val_accuracy']:.4f}", flush=True)
     extra = {s: {} for s in workers}
-    for cmd in ("lstm", "predict", "quit"):
+    for cmd in ("rnn", "predict", "peak", "quit"):
         for s, w in workers.items():
             extra[s].update(w.ask(cmd))
+    peak = next((extra[s]["peak_gflops"] for s in workers if "peak_gflops" in extra[s]), None)
+    x_train = reuters_arrays()[0]
+    plain, executed = gflop_per_epoch(x_train, False), gflop_per_epoch(x_train, True)
+    results.update(fma_peak_gflops=peak, plain_gflop_per_epoch=plain, fastlstm_executed_gflop_per_epoch=executed)
     for s in workers:
         secs = [r["seconds"] for r in epochs[s]]
         timed = secs[1:] or secs
+        med = statistics.median(timed)
         results["systems"][s] = {
-            "s_per_epoch_median": statistics.median(timed), "s_per_epoch_min": min(timed),
+            "s_per_epoch_median": med, "s_per_epoch_min": min(timed),
             "s_per_epoch_max": max(timed), "first_epoch_s": secs[0],
-            "lstm_fwd_bwd_ms": extra[s]["lstm_ms"], "predict_rows_per_s": extra[s]["predict_rows_per_s"],
+            "rnn_fwd_bwd_ms": extra[s]["rnn_ms"], "predict_rows_per_s": extra[s]["predict_rows_per_s"],
             "test_accuracy": epochs[s][-1]["val_accuracy"], "test_loss": epochs[s][-1]["val_loss"],
             "peak_rss_mb": extra[s]["peak_rss_mb"], "val_accuracy_per_epoch": [r["val_accuracy"] for r in epochs[s]],
         }
+        results["systems"][s]["plain_gflops"] = plain / med
+        if s == "fastlstm" and peak:
+            results["systems"][s].update(executed_gflops=executed / med, fraction_of_peak=executed / med / peak)
     base = results["systems"].get("fastlstm", {}).get("s_per_epoch_median")
     for r in results["systems"].values():
         if base and "s_per_epoch_median" in r:
@@ -287,16 +379,23 @@ def run(args):
 
 def markdown(results):
     m = results["machine"]
-    lines = [f"{m['cpu']}, {m['cores']} cores; {results['threads']} threads each; {results['epochs']} epochs; "
-             "s/epoch excludes the first epoch.", "",
-             "| system | s/epoch median (min-max) | x fastlstm | LSTM fwd+bwd, 1 batch | predict rows/s | test accuracy | peak RSS |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    peak = results.get("fma_peak_gflops")
+    lines = [f"workload {results['workload']}: {m['cpu']}, {m['cores']} cores; {results['threads']} threads each; "
+             f"{results['epochs']} epochs; s/epoch excludes the first epoch"
+             + (f"; FMA peak {peak:.0f} GFLOP/s" if peak else "") + ". GFLOP/s: the plain count "
+             f"({results['plain_gflop_per_epoch']:.0f} GFLOP/epoch) per second; for fastlstm also what it executes "
+             f"({results['fastlstm_executed_gflop_per_epoch']:.0f} GFLOP/epoch) per second, and that against the peak.",
+             "", "| system | s/epoch median (min-max) | x fastlstm | GFLOP/s plain | executed (of peak) | "
+             "RNN fwd+bwd, 1 batch | predict rows/s | test accuracy | peak RSS |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s, r in results["systems"].items():
         if "error" in r:
-            lines.append(f"| {s} | {r['error']} | | | | | |")
+            lines.append(f"| {s} | {r['error']} | | | | | | | |")
             continue
+        ex = f"{r['executed_gflops']:.0f} ({100 * r['fraction_of_peak']:.0f}%)" if "executed_gflops" in r else ""
         lines.append(f"| {s} | {r['s_per_epoch_median']:.2f} ({r['s_per_epoch_min']:.2f}-{r['s_per_epoch_max']:.2f}) | "
-                     f"{r.get('ratio_to_fastlstm', float('nan')):.2f} | {r['lstm_fwd_bwd_ms']:.1f} ms | "
+                     f"{r.get('ratio_to_fastlstm', float('nan')):.2f} | {r['plain_gflops']:.0f} | {ex} | "
+                     f"{r['rnn_fwd_bwd_ms']:.1f} ms | "
                      f"{r['predict_rows_per_s']:,.0f} | {r['test_accuracy']:.4f} | {r['peak_rss_mb']:.0f} MB |")
     return "\n".join(lines) + "\n"
 
@@ -316,7 +415,7 @@ def plot(results, out, full):
            yerr=[[r["s_per_epoch_median"] - r["s_per_epoch_min"] for r in ok.values()],
                  [r["s_per_epoch_max"] - r["s_per_epoch_median"] for r in ok.values()]], capsize=4)
     ax.set_ylabel("seconds per epoch (median, min-max)")
-    ax.set_title(f"Reuters LSTM, {results['threads']} threads")
+    ax.set_title(f"Reuters {results['workload']}, {results['threads']} threads")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "seconds_per_epoch.png"))
     plt.close(fig)
@@ -339,10 +438,11 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--full", action="store_true", help="20 epochs and the accuracy-curve PNG")
     p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="seed")
     p.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        worker_main(args.worker, args.threads)
+        worker_main(args.worker, args.threads, args.workload)
     else:
         if args.full:
             args.epochs = 20

@@ -192,7 +192,8 @@ struct CellName {
   std::string cell, activation = "tanh", recurrent_activation = "sigmoid";
 };
 
-// Runs f(Cell{}) for the cell named `name.cell` ("lstm", "gru", "simple_rnn") with its
+// Runs f(Cell{}) for the cell named `name.cell` ("lstm", "gru", "gru_reset_before",
+// "simple_rnn") with its
 // activations (tanh, relu, linear; sigmoid, hard_sigmoid), or ValueError.
 template <class F>
 static auto with_cell(const CellName& name, F&& f) {
@@ -202,14 +203,17 @@ static auto with_cell(const CellName& name, F&& f) {
     if (name.recurrent_activation == Sigmoid::kName) {
       if (name.cell == "lstm") return f(LstmCell<A, Sigmoid>{});
       if (name.cell == "gru") return f(GruCell<A, Sigmoid>{});
+      if (name.cell == "gru_reset_before") return f(GruResetBeforeCell<A, Sigmoid>{});
     } else if (name.recurrent_activation == HardSigmoid::kName) {
       if (name.cell == "lstm") return f(LstmCell<A, HardSigmoid>{});
       if (name.cell == "gru") return f(GruCell<A, HardSigmoid>{});
+      if (name.cell == "gru_reset_before") return f(GruResetBeforeCell<A, HardSigmoid>{});
     } else {
       throw py::value_error("recurrent_activation must be 'sigmoid' or 'hard_sigmoid', got '" +
                             name.recurrent_activation + "'");
     }
-    throw py::value_error("cell must be 'lstm', 'gru' or 'simple_rnn', got '" + name.cell + "'");
+    throw py::value_error("cell must be 'lstm', 'gru', 'gru_reset_before' or 'simple_rnn', got '" +
+                          name.cell + "'");
   };
   if (name.activation == Tanh::kName) return with_rec(Tanh{});
   if (name.activation == Relu::kName) return with_rec(Relu{});
@@ -380,7 +384,8 @@ PYBIND11_MODULE(_core, m) {
   py::arg("recurrent_dropout_mask") = py::none(), py::arg("activation") = "tanh",
   py::arg("recurrent_activation") = "sigmoid",
   "A recurrent layer over x (B,T,E) float32; cell 'lstm' (G = 4 gates), 'gru' (reset_after,\n"
-  "G = 3; recurrent_bias (3H,) or None) or 'simple_rnn' (G = 1), with activation 'tanh', 'relu'\n"
+  "G = 3; recurrent_bias (3H,) or None), 'gru_reset_before' (G = 3) or 'simple_rnn' (G = 1),\n"
+  "with activation 'tanh', 'relu'\n"
   "or 'linear' and recurrent_activation 'sigmoid' or 'hard_sigmoid': kernel (E,G*H),\n"
   "recurrent_kernel (H,G*H), bias (G*H,). -> h_last (B,H), or (h_last, h_seq (B,T,H)); with\n"
   "return_state, (h_last, h_seq or None, c_last (B,H), None for cells without a cell state).\n"

@@ -10,6 +10,9 @@
 //             kept state is h itself
 //   kDirectDh   backward leaves a direct part of dL/dh_{t-1} in dh, to which the engine adds
 //             dz_rec @ recurrent^T (else the product overwrites dh)
+//   kResetBefore  the last gate's product reads r * h_{t-1} (GRU reset_after=False): the
+//             engine runs forward_reset (z, r and r * h_{t-1}) before that gate's product and,
+//             in backward, backward_reset once dL/d(r * h_{t-1}) is known
 //
 //   forward(work, product, rec_bias, state_prev, state, h, H)
 //     work (kKept*H) in: x_t @ kernel + bias [+ h_{t-1} @ recurrent], out: what backward keeps;
@@ -79,7 +82,7 @@ struct LstmCell {
   using Act = A;
   using RecAct = R;
   static constexpr int kGates = 4, kKept = 4;
-  static constexpr bool kSeparateProduct = false, kCellState = true, kDirectDh = false;
+  static constexpr bool kSeparateProduct = false, kCellState = true, kDirectDh = false, kResetBefore = false;
 
   static inline void forward(float* z, const float*, const float*, const float* c_prev, float* c,
                              float* h, int H) {
@@ -135,7 +138,7 @@ struct GruCell {
   using Act = A;
   using RecAct = R;
   static constexpr int kGates = 3, kKept = 4;
-  static constexpr bool kSeparateProduct = true, kCellState = false, kDirectDh = true;
+  static constexpr bool kSeparateProduct = true, kCellState = false, kDirectDh = true, kResetBefore = false;
 
   static inline void forward(float* w, const float* p, const float* rb, const float* h_prev,
                              float*, float* h, int H) {
@@ -174,6 +177,68 @@ struct GruCell {
   }
 };
 
+// GRU with reset_after=False. Gates [z | r | h] along the 3H axis, one (input) bias:
+//   x = x_t @ kernel + bias                                              (3H)
+//   z = R(x_z + h_prev @ U_z);  r = R(x_r + h_prev @ U_r)
+//   hh = A(x_h + (r * h_prev) @ U_h);  h = z * h_prev + (1 - z) * hh        zero initial state.
+// Keeps z, r, hh (3H); the kept state is h. U_g = recurrent_kernel[:, gH:(g+1)H].
+template <class A = Tanh, class R = Sigmoid>
+struct GruResetBeforeCell {
+  static constexpr const char* kName = "gru_reset_before";
+  using Act = A;
+  using RecAct = R;
+  static constexpr int kGates = 3, kKept = 3;
+  static constexpr bool kSeparateProduct = true, kCellState = false, kDirectDh = true, kResetBefore = true;
+
+  // w (3H) in: x, out: z, r (and x_h); p (3H) the products of the z and r gates; rh (H) out.
+  static inline void forward_reset(float* w, const float* p, const float* h_prev, float* rh, int H) {
+    for_packets(H, [&](int j, int m) {
+      const Packet z = R::f(ei::padd(load(w + j, m), load(p + j, m)));
+      const Packet r = R::f(ei::padd(load(w + H + j, m), load(p + H + j, m)));
+      store(w + j, z, m), store(w + H + j, r, m);
+      store(rh + j, ei::pmul(r, load(h_prev + j, m)), m);
+    });
+  }
+  // w (3H) z, r, x_h -> z, r, hh; p[2H:3H] = (r * h_prev) @ U_h; h (H) out.
+  static inline void forward(float* w, const float* p, const float*, const float* h_prev, float*,
+                             float* h, int H) {
+    const Packet one = ei::pset1<Packet>(1.f);
+    for_packets(H, [&](int j, int m) {
+      const Packet z = load(w + j, m), hp = load(h_prev + j, m);
+      const Packet hh = A::f(ei::padd(load(w + 2 * H + j, m), load(p + 2 * H + j, m)));
+      store(w + 2 * H + j, hh, m);
+      store(h + j, ei::padd(ei::pmul(z, hp), ei::pmul(ei::psub(one, z), hh)), m);
+    });
+  }
+  // The z and h gates' gradients; dh in: dL/dh_t, out: the direct part dL/dh_t * z.
+  static inline void backward(const float* w, const float* h_prev, const float*, float* dh, float*,
+                              float* dz_in, float* dz_rec, int H) {
+    const Packet one = ei::pset1<Packet>(1.f);
+    for_packets(H, [&](int j, int m) {
+      const Packet z = load(w + j, m), hh = load(w + 2 * H + j, m);
+      const Packet hp = load(h_prev + j, m), dH = load(dh + j, m);
+      // h = z * h_prev + (1 - z) * hh
+      const Packet dzz = R::chain(ei::pmul(dH, ei::psub(hp, hh)), z);
+      // hh = A(x_h + (r * h_prev) @ U_h)
+      const Packet dxh = A::chain(ei::pmul(dH, ei::psub(one, z)), hh);
+      store(dh + j, ei::pmul(dH, z), m);
+      store(dz_in + j, dzz, m), store(dz_in + 2 * H + j, dxh, m);
+      store(dz_rec + j, dzz, m), store(dz_rec + 2 * H + j, dxh, m);
+    });
+  }
+  // The r gate's, given d_rh (H) = dL/d(r * h_prev) = dxh @ U_h^T; dh (+)= d_rh * r.
+  static inline void backward_reset(const float* w, const float* h_prev, const float* d_rh, float* dh,
+                                    float* dz_in, float* dz_rec, int H) {
+    for_packets(H, [&](int j, int m) {
+      const Packet r = load(w + H + j, m), d = load(d_rh + j, m);
+      // rh = r * h_prev;  r = R(x_r + h_prev @ U_r)
+      const Packet dzr = R::chain(ei::pmul(d, load(h_prev + j, m)), r);
+      store(dh + j, ei::padd(load(dh + j, m), ei::pmul(d, r)), m);
+      store(dz_in + H + j, dzr, m), store(dz_rec + H + j, dzr, m);
+    });
+  }
+};
+
 // SimpleRNN:  h = A(x_t @ kernel + bias + h_prev @ recurrent_kernel)     (H; A tanh by default)
 // Keeps h (H); the kept state is h.
 template <class A = Tanh>
@@ -182,7 +247,7 @@ struct SimpleRnnCell {
   using Act = A;
   using RecAct = Sigmoid;  // unused: no gates
   static constexpr int kGates = 1, kKept = 1;
-  static constexpr bool kSeparateProduct = false, kCellState = false, kDirectDh = false;
+  static constexpr bool kSeparateProduct = false, kCellState = false, kDirectDh = false, kResetBefore = false;
 
   static inline void forward(float* z, const float*, const float*, const float*, float*, float* h,
                              int H) {
@@ -205,6 +270,8 @@ struct SimpleRnnCell {
 #define FASTLSTM_CELLS_WITH(X, A)                                                   \
   X(LstmCell<A FASTLSTM_COMMA Sigmoid>) X(LstmCell<A FASTLSTM_COMMA HardSigmoid>)   \
   X(GruCell<A FASTLSTM_COMMA Sigmoid>) X(GruCell<A FASTLSTM_COMMA HardSigmoid>)     \
+  X(GruResetBeforeCell<A FASTLSTM_COMMA Sigmoid>)                                   \
+  X(GruResetBeforeCell<A FASTLSTM_COMMA HardSigmoid>)                               \
   X(SimpleRnnCell<A>)
 #define FASTLSTM_FOR_EACH_CELL(X) \
   FASTLSTM_CELLS_WITH(X, Tanh) FASTLSTM_CELLS_WITH(X, Relu) FASTLSTM_CELLS_WITH(X, Linear)

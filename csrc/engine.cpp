@@ -123,9 +123,12 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
     ws.chunk_lo[nchunks] = slot;
   }
 
-  grow(ws.rec_packed, rec_dropout ? G * panel_floats(H, H) : panel_floats(H, GH));
+  // Gate by gate (each gate's (H,H) block of recurrent packed apart) when a gate's product
+  // reads its own rows: recurrent dropout's masks, reset_after=False's r * h_{t-1}.
+  const bool gated = rec_dropout || Cell::kResetBefore;
+  grow(ws.rec_packed, gated ? G * panel_floats(H, H) : panel_floats(H, GH));
   if (Cell::kSeparateProduct) grow(ws.product, size_t(nchunks) * ws.max_chunk * GH);
-  if (rec_dropout) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
+  if (gated) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
   const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* work = ws.work.data();
   float* states = ws.states.data();
@@ -142,7 +145,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
 
 #pragma omp parallel num_threads(team_threads())
   {
-  if (!rec_dropout) {
+  if (!gated) {
     pack_panels(recurrent, H, GH, false, ws.rec_packed.data());  // by the whole team
   } else {
     for (int g = 0; g < G; ++g) {
@@ -155,17 +158,26 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   for (int j = 0; j < nchunks; ++j) {
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     float* product = Cell::kSeparateProduct ? ws.product.data() + size_t(j) * ws.max_chunk * GH : nullptr;
-    float* hd = rec_dropout ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
-    // h_{t-1} @ recurrent for slots [r0, r0+n) into c (row stride ldc) (+)=; with recurrent
-    // dropout gate by gate: (h_{t-1} * rec_keep[b,g]) @ recurrent[:, gH:(g+1)H].
-    auto recurrent_product = [&](const float* hprev, int r0, int n, float* c, int ldc, bool acc) {
-      if (!rec_dropout) return gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, c, acc, ldc);
+    float* hd = gated ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
+    // h_{t-1} @ recurrent for slots [r0, r0+n) into c (row stride ldc) (+)=; gated, gate by
+    // gate: (h_{t-1} [* r for reset_after=False's h gate, after forward_reset has made r]
+    // [* rec_keep[b,g]]) @ recurrent[:, gH:(g+1)H]. z: the slots' work rows (W apart).
+    auto recurrent_product = [&](const float* hprev, int r0, int n, float* c, int ldc, bool acc, float* z) {
+      if (!gated) return gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, c, acc, ldc);
       for (int g = 0; g < G; ++g) {
-        for (int s = r0; s < r0 + n; ++s) {
-          const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
-          VecMap(hd + size_t(s - r0) * H, H) = ConstVecMap(hprev + size_t(s) * H, H) * ConstVecMap(keep, H);
+        const bool reset = Cell::kResetBefore && g == G - 1;
+        for (int s = r0; s < r0 + n && reset; ++s) {
+          if constexpr (Cell::kResetBefore) {
+            Cell::forward_reset(z + size_t(s - r0) * W, c + size_t(s - r0) * ldc, hprev + size_t(s) * H,
+                                hd + size_t(s - r0) * H, H);
+          }
         }
-        gemm_packed(hd, H, 1, n, H, packed_b(ws.rec_packed.data() + g * panel_floats(H, H), H), H,
+        const float* a = reset ? hd : hprev + size_t(r0) * H;  // (n,H) the gate's rows
+        for (int s = r0; s < r0 + n && rec_dropout; ++s) {
+          const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
+          VecMap(hd + size_t(s - r0) * H, H) = ConstVecMap(a + size_t(s - r0) * H, H) * ConstVecMap(keep, H);
+        }
+        gemm_packed(rec_dropout ? hd : a, H, 1, n, H, packed_b(ws.rec_packed.data() + g * panel_floats(H, H), H), H,
                     c + g * H, acc, ldc);
       }
     };
@@ -208,11 +220,17 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
         }
         // h_{t-1} @ recurrent (h_{-1} = 0): into the work rows, or apart (n,G*H)
         if (!Cell::kSeparateProduct) {
-          if (t > 0) recurrent_product(hprev, r0, n, z, W, true);
+          if (t > 0) recurrent_product(hprev, r0, n, z, W, true, z);
         } else if (t > 0) {
-          recurrent_product(hprev, r0, n, product, GH, false);
+          recurrent_product(hprev, r0, n, product, GH, false, z);
         } else {
           std::fill_n(product, size_t(n) * GH, 0.f);
+          for (int s = r0; s < r1; ++s) {  // z and r from the zero state (r * h_{-1} = 0)
+            if constexpr (Cell::kResetBefore) {
+              Cell::forward_reset(z + size_t(s - r0) * W, product + size_t(s - r0) * GH, hprev + size_t(s) * H,
+                                  hd + size_t(s - r0) * H, H);
+            }
+          }
         }
         for (int s = r0; s < r1; ++s) {
           // Fetch what step t+1 copies in for this slot (its table row; in training, its
@@ -273,9 +291,10 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   const int nth = team_threads();
   const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
   const bool rd = ws.rec_dropout;
-  const int HG = rd ? GH : H;  // floats per row of the group's h_{t-1} (scaled per gate)
+  const bool gated = rd || Cell::kResetBefore;  // as in forward: gate by gate
+  const int HG = gated ? GH : H;  // floats per row of the group's h_{t-1} (a copy per gate)
 
-  grow(ws.rect_packed, rd ? G * panel_floats(H, H) : panel_floats(GH, H));
+  grow(ws.rect_packed, gated ? G * panel_floats(H, H) : panel_floats(GH, H));
   const PanelB rect = packed_b(ws.rect_packed.data(), GH);
   // Per chunk, a group of up to kGroupSteps steps: dz rows (row stride ldz, so drecurrent
   // reads them in place; recurrent dropout reads a gate's columns in place, the last gate's
@@ -286,7 +305,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   grow(ws.dz_group, size_t(nchunks) * cap * ldz + kPanel);
   if (Cell::kSeparateProduct) grow(ws.dzin_group, size_t(nchunks) * cap * GH);
   grow(ws.h_group, size_t(nchunks) * cap * HG);
-  if (rd) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
+  if (gated) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
   grow(ws.row_group, size_t(nchunks) * cap);
   grow(ws.drec_chunk, size_t(nchunks) * H * GH);
   if (drecurrent_bias) grow(ws.drb_chunk, size_t(nchunks) * GH);
@@ -314,7 +333,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
 
 #pragma omp parallel num_threads(nth)
   {
-  if (!rd) {
+  if (!gated) {
     pack_panels(recurrent, GH, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
   } else {  // each gate's block recurrent[:, gH:(g+1)H]^T (H,H)
     for (int g = 0; g < G; ++g) {
@@ -331,7 +350,9 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     float* dzin = Cell::kSeparateProduct ? ws.dzin_group.data() + size_t(j) * cap * GH : nullptr;
     const size_t ldin = Cell::kSeparateProduct ? GH : ldz;  // row stride of the dz_in rows
     float* hg = ws.h_group.data() + size_t(j) * cap * HG;
-    float* hd = rd ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
+    float* hd = gated ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
+    auto rect_g = [&](int g) { return packed_b(ws.rect_packed.data() + g * panel_floats(H, H), H); };
+    auto keep_of = [&](int s, int g) { return ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H; };
     int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
     // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
     // input: every position is its own row, so chunks share dtable (each zeroes its rows).
@@ -349,9 +370,9 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     // Over the group's rows: drecurrent += h_{t-1}^T @ dz_rec_t, drecurrent_bias += dz_rec_t,
     // dtable[row] += dz_in_t
     auto flush = [&] {
-      if (!rd) {
+      if (!gated) {
         gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), GH, drec, true);
-      } else {  // gate g: (h_{t-1} * rec_keep[b,g])^T @ dz_rec_g
+      } else {  // gate g: (gate g's rows of h_{t-1})^T @ dz_rec_g
         for (int g = 0; g < G; ++g) {
           gemm_packed(hg + g * H, 1, HG, H, kk, rowmajor_b(dzg + g * H, ldz), H, drec + g * H, true, GH);
         }
@@ -428,23 +449,42 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
           } else {  // kept (forward copied the trajectory's into a starting row's slot)
             std::memcpy(h, states + size_t(t) * SH + size_t(s) * H, H * sizeof(float));
           }
-          for (int g = G - 1; rd && g >= 0; --g) {  // gate g's copy, scaled; gate 0's last, in place
-            const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
-            VecMap(h + g * H, H) = ConstVecMap(h, H) * ConstVecMap(keep, H);
+          // gated: gate g's copy, the rows its product read ([* r] [* rec_keep]); gate 0's
+          // last, in place
+          for (int g = G - 1; gated && g >= 0; --g) {
+            VecMap hgt(h + g * H, H);
+            if (g > 0) hgt = ConstVecMap(h, H);
+            if (Cell::kResetBefore && g == G - 1) {
+              hgt *= ConstVecMap(work + size_t(t) * SW + size_t(s) * W + H, H);  // r
+            }
+            if (rd) hgt *= ConstVecMap(keep_of(s, g), H);
+          }
+        }
+        if constexpr (Cell::kResetBefore) {
+          // d(r * h_{t-1}) = dz_rec_h @ U_h^T [* rec_keep], then the r gate's gradients
+          gemm_packed(dz + (G - 1) * H, ldz, 1, r1 - r0, H, rect_g(G - 1), H, hd, false);
+          for (int s = r0; s < r1; ++s) {
+            const int r = kk + s - r0;
+            float* d_rh = hd + size_t(s - r0) * H;
+            if (rd) VecMap(d_rh, H) *= ConstVecMap(keep_of(s, G - 1), H);
+            Cell::backward_reset(work + size_t(t) * SW + size_t(s) * W, states + size_t(t) * SH + size_t(s) * H,
+                                 d_rh, dH + size_t(s) * H, dzin + size_t(r) * ldin, dz + size_t(s - r0) * ldz, H);
           }
         }
         kk += r1 - r0;
         // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent);
         // recurrent dropout: (+)= sum_g (dz_rec_g @ recurrent_g^T) * rec_keep[b,g]
-        if (t > 0 && !rd) gemm_packed(dz, ldz, 1, r1 - r0, GH, rect, H, dH + size_t(r0) * H, Cell::kDirectDh);
-        for (int g = 0; t > 0 && rd && g < G; ++g) {
-          gemm_packed(dz + g * H, ldz, 1, r1 - r0, H, packed_b(ws.rect_packed.data() + g * panel_floats(H, H), H),
-                      H, hd, false);
+        if (t > 0 && !gated) gemm_packed(dz, ldz, 1, r1 - r0, GH, rect, H, dH + size_t(r0) * H, Cell::kDirectDh);
+        for (int g = 0; t > 0 && gated && g < (Cell::kResetBefore ? G - 1 : G); ++g) {
+          if (!rd) {  // (reset_after=False's z and r gates)
+            gemm_packed(dz + g * H, ldz, 1, r1 - r0, H, rect_g(g), H, dH + size_t(r0) * H, Cell::kDirectDh || g > 0);
+            continue;
+          }
+          gemm_packed(dz + g * H, ldz, 1, r1 - r0, H, rect_g(g), H, hd, false);
           for (int s = r0; s < r1; ++s) {
-            const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
             VecMap d(dH + size_t(s) * H, H);
-            if (g == 0 && !Cell::kDirectDh) d = ConstVecMap(hd + size_t(s - r0) * H, H) * ConstVecMap(keep, H);
-            else d += ConstVecMap(hd + size_t(s - r0) * H, H) * ConstVecMap(keep, H);
+            if (g == 0 && !Cell::kDirectDh) d = ConstVecMap(hd + size_t(s - r0) * H, H) * ConstVecMap(keep_of(s, g), H);
+            else d += ConstVecMap(hd + size_t(s - r0) * H, H) * ConstVecMap(keep_of(s, g), H);
           }
         }
       }

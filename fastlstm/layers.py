@@ -700,37 +700,38 @@ class LSTM(_Recurrent):
 
 
 class GRU(_Recurrent):
-    """Keras's GRU (gates z, r, h; reset_after=True: the reset gate multiplies
-    h_prev @ recurrent_kernel + recurrent bias; zero initial state) on the C++ kernels.
+    """Keras's GRU (gates z, r, h; zero initial state) on the C++ kernels.
 
-    kernel (E,3H), recurrent_kernel (H,3H), bias (2,3H): row 0 the input bias, row 1 the
-    recurrent bias. return_state=True gives [output, h (B,H)].
+    reset_after=True (Keras's default): the reset gate multiplies h_prev @ recurrent_kernel +
+    recurrent bias; bias (2,3H), row 0 the input bias, row 1 the recurrent bias.
+    reset_after=False: the candidate reads (r * h_prev) @ recurrent_kernel; bias (3H,).
+    kernel (E,3H), recurrent_kernel (H,3H). return_state=True gives [output, h (B,H)].
     """
-    _cell, _gates = "gru", 3
+    _gates = 3
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0, seed=None,
                  return_sequences=False, return_state=False, go_backwards=False, reset_after=True,
                  name=None, **kwargs):
-        if not reset_after:
-            raise ValueError("GRU(reset_after=False) is not implemented yet in fastlstm; "
-                             "reset_after=True is Keras's default")
         super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
                          go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
-        self.reset_after = True
+        self.reset_after = bool(reset_after)
+        self._cell = "gru" if self.reset_after else "gru_reset_before"
 
     def _build_bias(self):
-        return self.add_weight(self.bias_initializer, (2, 3 * self.units))
+        return self.add_weight(self.bias_initializer, (2, 3 * self.units) if self.reset_after else (3 * self.units,))
 
     def _biases(self):
         if not self.use_bias:
             return np.zeros(3 * self.units, np.float32), None
+        if not self.reset_after:
+            return self.bias, None
         return self.bias[0], self.bias[1]  # rows of a C-contiguous array: contiguous
 
     def _bias_gradient(self, dbias, drecurrent_bias):
-        return np.stack([dbias, drecurrent_bias])
+        return np.stack([dbias, drecurrent_bias]) if self.reset_after else dbias
 
 
 class SimpleRNN(_Recurrent):

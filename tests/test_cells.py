@@ -146,7 +146,7 @@ def test_bitwise_the_same_for_any_thread_count(rng, threads, cell):
 def test_kernel_arguments_are_checked(rng):
     x = np.zeros((2, 3, 4), np.float32)
     K, R, b = np.zeros((4, 9), np.float32), np.zeros((3, 9), np.float32), np.zeros(9, np.float32)
-    with pytest.raises(ValueError, match="cell must be 'lstm', 'gru' or 'simple_rnn'"):
+    with pytest.raises(ValueError, match="cell must be 'lstm', 'gru', 'gru_reset_before' or 'simple_rnn'"):
         _core.rnn_forward(x, K, R, b, cell="rnn")
     with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(H, 4H\)"):
         _core.rnn_forward(x, K, R, b)  # (3, 9) is no LSTM's
@@ -163,8 +163,6 @@ def test_kernel_arguments_are_checked(rng):
     with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(H, 3H\)"):
         _core.rnn_backward(ws, x, K, np.zeros((3, 12), np.float32), np.zeros((2, 3), np.float32))
     assert len(_core.rnn_backward(ws, x, K, R, np.zeros((2, 3), np.float32), need_recurrent_bias=True)) == 5
-    with pytest.raises(ValueError, match="reset_after=False"):
-        GRU(3, reset_after=False)
     with pytest.raises(ValueError, match="activation must be one of"):
         SimpleRNN(3, activation="softplus")
     with pytest.raises(ValueError, match="recurrent_activation must be one of"):

@@ -1,5 +1,5 @@
 """An independent float64 reference for every recurrent layer and option, on PyTorch's
-autograd: Keras's cell equations (LSTM, GRU reset_after=True, SimpleRNN) and Keras's masking
+autograd: Keras's cell equations (LSTM, GRU with reset_after True and False, SimpleRNN) and Keras's masking
 (keras/src/backend/torch/rnn.py: a masked step keeps the states; the output there is the
 previous output, or zero with zero_output_for_mask), go_backwards and dropout's masks
 (keras/src/layers/rnn/{lstm,gru,simple_rnn}.py) included."""
@@ -29,8 +29,16 @@ def _cell_step(cell, x_t, states, kernel, recurrent, bias, x_masks=None, h_masks
                recurrent_activation="sigmoid"):
     H = recurrent.shape[0]
     act, rec = ACTIVATIONS[activation], ACTIVATIONS[recurrent_activation]
-    G = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
+    G = {"lstm": 4, "gru": 3, "gru_reset_before": 3, "simple_rnn": 1}[cell]
     xk, hr = _projections(x_t, states[0], kernel, recurrent, G, x_masks, h_masks)
+    if cell == "gru_reset_before":  # Keras's reset_after=False: one bias; (r * h) @ U_h
+        h = states[0]
+        xp = xk + (0 if bias is None else bias)
+        z = rec(xp[:, :H] + hr[:, :H])
+        r = rec(xp[:, H:2 * H] + hr[:, H:2 * H])
+        rh = r * h if h_masks is None else r * h * h_masks[:, min(2, h_masks.shape[1] - 1)]
+        hh = act(xp[:, 2 * H:] + rh @ recurrent[:, 2 * H:])
+        return [z * h + (1 - z) * hh]
     if cell == "lstm":
         c = states[1]
         z = xk + hr + (0 if bias is None else bias)
@@ -96,3 +104,16 @@ def outputs(cell, x, weights, **options):
     wt = [None if w is None else torch.tensor(np.asarray(w, np.float64)) for w in weights]
     seq, last, states = run(cell, torch.tensor(np.asarray(x, np.float64)), wt, **options)
     return seq.numpy(), last.numpy(), [s.numpy() for s in states]
+
+
+def assert_gradients(grads, want_grads, d_in, dx, emb=None, ids=None):
+    """A layer's weight gradients against the reference's, and its input gradient d_in
+    against dx (B,T,E); through the Embedding's backward when the layer read one."""
+    for got, want in zip(grads, want_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)
+    if emb is not None:
+        d_in = emb.backward(d_in)[1][0]
+        want = np.zeros(emb.embeddings.shape)
+        np.add.at(want, ids.reshape(-1), dx.reshape(-1, dx.shape[-1]))
+        dx = want
+    np.testing.assert_allclose(d_in, dx, rtol=1e-4, atol=2e-5)
