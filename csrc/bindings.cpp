@@ -348,6 +348,58 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("x"), py::arg("kernel"), py::arg("dz"), py::arg("need_dx") = true,
   "Backward of affine: (dx (N,E) or None, dkernel (E,M), dbias (M)).");
 
+  m.def("affine_masked", [](py::handle x_, py::handle kernel_, py::handle bias_, py::handle mask_) {
+    warn_if_forked();
+    auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
+    const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
+    auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
+    const py::ssize_t M = kernel.shape(1);
+    auto bias = checked<float>(bias_, "bias", "(M,)", {M});
+    auto mask = checked<float>(mask_, "mask", "(B, G, E)", {B, -1, E});
+    const py::ssize_t G = mask.shape(1);
+    if (G < 1 || M % G != 0) {
+      throw py::value_error("mask must have shape (B, G, E) with G dividing M = " + std::to_string(M) +
+                            ", got G = " + std::to_string(G));
+    }
+    const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
+    as_int(B * T, "B*T (positions)");
+    F32 z({B, T, M});
+    {
+      py::gil_scoped_release nogil;
+      affine_masked(x.data(), kernel.data(), bias.data(), mask.data(), b, t, e, m, int(G), z.mutable_data());
+    }
+    return z;
+  }, py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("mask"),
+  "Input dropout's projection: z_b (T,M) = x_b (T,E) @ (kernel with column block g scaled\n"
+  "row-wise by mask[b,g]) + bias, for x (B,T,E), kernel (E,M), bias (M,), mask (B,G,E).");
+
+  m.def("affine_masked_backward", [](py::handle x_, py::handle kernel_, py::handle mask_,
+                                     py::handle dz_, bool need_dx) {
+    warn_if_forked();
+    auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
+    const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
+    auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
+    const py::ssize_t M = kernel.shape(1);
+    auto mask = checked<float>(mask_, "mask", "(B, G, E)", {B, -1, E});
+    const py::ssize_t G = mask.shape(1);
+    if (G < 1 || M % G != 0) {
+      throw py::value_error("mask must have shape (B, G, E) with G dividing M = " + std::to_string(M) +
+                            ", got G = " + std::to_string(G));
+    }
+    auto dz = checked<float>(dz_, "dz", "(B, T, M)", {B, T, M});
+    const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
+    F32 dkernel({E, M}), dbias({M});
+    std::optional<F32> dx;
+    if (need_dx) dx.emplace(std::vector<py::ssize_t>{B, T, E});
+    {
+      py::gil_scoped_release nogil;
+      affine_masked_backward(x.data(), kernel.data(), mask.data(), dz.data(), b, t, e, m, int(G),
+                             dx ? dx->mutable_data() : nullptr, dkernel.mutable_data(), dbias.mutable_data());
+    }
+    return py::make_tuple(dx ? py::object(*dx) : py::none(), dkernel, dbias);
+  }, py::arg("x"), py::arg("kernel"), py::arg("mask"), py::arg("dz"), py::arg("need_dx") = true,
+  "Backward of affine_masked: (dx (B,T,E) or None, dkernel (E,M), dbias (M)).");
+
   m.def("rnn_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                           py::handle bias_, const std::string& cell, py::handle recurrent_bias_,
                           bool return_sequences, std::shared_ptr<Workspace> ws, bool training,

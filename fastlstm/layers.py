@@ -542,13 +542,11 @@ class _Recurrent(Layer):
         common = dict(self._cell_args(), recurrent_bias=recurrent_bias, return_sequences=self.return_sequences,
                       workspace=self._workspace_for(training), training=training, return_state=True,
                       mask=mask, recurrent_dropout_mask=h_masks)
-        if x_masks is not None and x_masks.shape[1] > 1:  # a mask per gate: project gate by gate
-            out = _core.rnn_forward_projected(self._project_per_gate(x, x_masks, bias), self.recurrent_kernel,
-                                              **common)
+        if x_masks is not None:  # each sample's kernel ⊙ its masks (one per gate, or one for all)
+            table = _core.affine_masked(x, self.kernel, bias, x_masks)
+            out = _core.rnn_forward_projected(table, self.recurrent_kernel, **common)
             mode = "projected"
         else:
-            if x_masks is not None:
-                x = x * x_masks  # (B,1,E): the same mask at every step
             out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, **common)
             mode = "dense"
         if training:
@@ -558,34 +556,6 @@ class _Recurrent(Layer):
     def _cell_args(self):
         """The kernels' cell: its name and activations."""
         return dict(cell=self._cell, activation=self.activation, recurrent_activation=self.recurrent_activation)
-
-    def _gate_kernel(self, g):
-        H = self.units
-        return np.ascontiguousarray(self.kernel[:, g * H:(g + 1) * H])
-
-    def _project_per_gate(self, x, x_masks, bias):
-        """Keras's implementation 1 input dropout: table (B,T,G*H), gate g's columns =
-        (x * x_masks[:, g]) @ kernel_g + bias_g."""
-        (B, T, E), H = x.shape, self.units
-        table = np.empty((B, T, self._gates * H), np.float32)
-        for g in range(self._gates):
-            xg = (x * x_masks[:, None, g]).reshape(-1, E)
-            table[..., g * H:(g + 1) * H] = _core.affine(xg, self._gate_kernel(g),
-                                                         np.ascontiguousarray(bias[g * H:(g + 1) * H])).reshape(B, T, H)
-        return table
-
-    def _project_per_gate_backward(self, dtable):
-        """Backward of _project_per_gate: dtable (B,T,G*H) -> (dx (B,T,E), dkernel, dbias)."""
-        (B, T, E), H, m = self._x.shape, self.units, self._x_masks
-        dx = np.zeros((B, T, E), np.float32)
-        dks, dbs = [], []
-        for g in range(self._gates):
-            xg = (self._x * m[:, None, g]).reshape(-1, E)
-            dxg, dk, db = _core.affine_backward(xg, self._gate_kernel(g),
-                                                np.ascontiguousarray(dtable[..., g * H:(g + 1) * H].reshape(-1, H)))
-            dx += dxg.reshape(B, T, E) * m[:, None, g]
-            dks.append(dk), dbs.append(db)
-        return dx, np.concatenate(dks, axis=1), np.concatenate(dbs)
 
     def _call_on_tokens(self, tokens, training, mask, h_masks=None):
         """The layer on an Embedding's output without gathering it (B,T,E): the embedding
@@ -657,10 +627,8 @@ class _Recurrent(Layer):
         elif self._mode == "projected":
             dtable, dr, *drb = _core.rnn_backward_table(self._workspace, self.recurrent_kernel, dh_last,
                                                         dh_seq, d_c, need_rb)
-            dx, dk, db = self._project_per_gate_backward(dtable)
+            dx, dk, db = _core.affine_masked_backward(self._x, self.kernel, self._x_masks, dtable)
         if self._mode != "tokens":
-            if self._x_masks is not None and self._mode == "dense":
-                dx = dx * self._x_masks
             if self.go_backwards:
                 dx = np.ascontiguousarray(dx[:, ::-1])  # back to the input's order
         else:

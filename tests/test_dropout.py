@@ -153,3 +153,33 @@ def test_keras_layers_given_the_same_masks_agree(rng, cell):
     want = keras.ops.convert_to_numpy(kl(x, training=True))
     fl._dropout_masks = lambda B_, E_: (x_m, h_m)
     np.testing.assert_allclose(fl.call(x, training=True), want, atol=3e-6)
+
+
+@pytest.mark.parametrize("G", [1, 3])
+def test_masked_projection_matches_numpy_for_any_thread_count(rng, threads, G):
+    """affine_masked: z_b = x_b @ (kernel, column block g scaled by mask[b,g]) + bias, and its
+    backward, against float64 numpy; bitwise the same with 1 and 2 threads."""
+    from fastlstm import _core
+
+    B, T, E, M = 19, 5, 7, 3 * 11
+    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    K = rng.normal(size=(E, M)).astype(np.float32)
+    b = rng.normal(size=M).astype(np.float32)
+    mask = ((rng.random((B, G, E)) > 0.3) / 0.7).astype(np.float32)
+    dz = rng.normal(size=(B, T, M)).astype(np.float32)
+    cols = np.repeat(np.arange(G), M // G)                 # column -> its block
+    Kb = K[None] * mask[:, cols].transpose(0, 2, 1)       # (B,E,M) each sample's kernel
+    want = np.einsum("bte,bem->btm", x.astype(np.float64), Kb) + b
+    want_dx = np.einsum("btm,bem->bte", dz.astype(np.float64), Kb)
+    want_dk = np.einsum("bte,btm,bem->em", x.astype(np.float64), dz, mask[:, cols].transpose(0, 2, 1))
+    runs = []
+    for n in (1, 2):
+        fastlstm.set_num_threads(n)
+        z = _core.affine_masked(x, K, b, mask)
+        runs.append([z, *_core.affine_masked_backward(x, K, mask, dz)])
+    for got, w in zip(runs[0], [want, want_dx, want_dk, dz.sum((0, 1))]):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-4)
+    for a, c in zip(*runs):
+        np.testing.assert_array_equal(a, c)
+    with pytest.raises(ValueError, match="G dividing M"):
+        _core.affine_masked(x, K, b, np.ones((B, 2, E), np.float32))
