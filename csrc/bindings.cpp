@@ -114,6 +114,11 @@ struct StateGradients {
   const float* c_data() const { return c ? c->data() : nullptr; }
 };
 
+// A forward's first step under the lock, before it overwrites any of the workspace's inputs
+// (ids, mask, dropout masks): the workspace holds no forward until this one has run, so a
+// check that fails after them leaves no backward to run on mixed data.
+static void take_inputs(Workspace& ws) { ws.has_forward = false; }
+
 // A mask (B,T) of dtype bool, or None: copied into ws.valid (under the workspace's lock: the
 // kernel reads the copy); whether there is one.
 static bool take_mask(py::handle mask, py::ssize_t B, py::ssize_t T, Workspace& ws) {
@@ -422,7 +427,7 @@ PYBIND11_MODULE(_core, m) {
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
       bool masked = false, rd = false;
-      locked(*ws, [&] { masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
+      locked(*ws, [&] { take_inputs(*ws), masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
         rnn_forward_dense<Cell>(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), rb,
                                 masked, rd, b, t, e, h, out.last.mutable_data(), out.seq_data(),
                                 out.c_data(), training);
@@ -523,6 +528,7 @@ PYBIND11_MODULE(_core, m) {
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
       bool masked = false, rd = false;
       locked(*ws, [&] {
+        take_inputs(*ws);
         masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws);
         // The ids are copied, then checked: the kernel reads the checked copy (another thread
         // may change the caller's array at any time once the GIL is released).
@@ -613,7 +619,7 @@ PYBIND11_MODULE(_core, m) {
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
       bool masked = false, rd = false;
-      locked(*ws, [&] { masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
+      locked(*ws, [&] { take_inputs(*ws), masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
         rnn_forward<Cell>(*ws, table.data(), n, false, -1, masked, rd, recurrent.data(), rb, b, t, h,
                           out.last.mutable_data(), out.seq_data(), out.c_data(), training);
       });

@@ -396,7 +396,7 @@ class _Recurrent(Layer):
         for what, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
             if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or rate != rate:
                 raise ValueError(f"{what} must be a number in [0, 1], got {rate!r}")
-        # Keras clips the rates to [0, 1] and drops only for 0 < rate < 1
+        # Keras clips the rates to [0, 1]; see _drops for when it applies them
         self.dropout = min(1.0, max(0.0, float(dropout)))
         self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
         if implementation not in (1, 2):
@@ -509,13 +509,25 @@ class _Recurrent(Layer):
         gen = self._dropout_rng or utils.rng()
 
         def keep(rate, shape):
+            if rate >= 1:  # everything dropped (SimpleRNN's rate 1.0)
+                return np.zeros(shape, np.float32)
             return np.where(gen.random(shape) >= rate, np.float32(1) / np.float32(1 - rate),
                             np.float32(0)).astype(np.float32)
 
         G = self._gates if self.implementation == 1 else 1
-        x_masks = keep(self.dropout, (B, G, E)) if 0 < self.dropout < 1 else None
-        h_masks = keep(self.recurrent_dropout, (B, self._gates, self.units)) if 0 < self.recurrent_dropout < 1 else None
+        x_masks = keep(self.dropout, (B, G, E)) if self._drops(self.dropout) else None
+        h_masks = keep(self.recurrent_dropout, (B, self._gates, self.units)) if self._drops(self.recurrent_dropout) else None
         return x_masks, h_masks
+
+    def _drops(self, rate):
+        """Whether Keras's cell applies a dropout mask of this rate: LSTM and GRU for
+        0 < rate < 1, SimpleRNN for any rate > 0 (1.0 drops everything)."""
+        return 0 < rate < 1 or (self._gates == 1 and rate == 1)
+
+    def _reads_tokens(self, training):
+        """Whether a training (or inference) call reads an Embedding's ids as table rows
+        (not with input dropout: each sample's inputs are projected apart)."""
+        return not (training and self._drops(self.dropout))
 
     def _steps_mask(self, mask, batch):
         """The input mask in the order the steps are taken (reversed with go_backwards)."""
@@ -810,6 +822,9 @@ class Bidirectional(Layer):
         return out
 
     def call(self, x, training=False, mask=None):
+        fwd, bwd = self.forward_layer, self.backward_layer
+        if isinstance(x, TokenSequence) and fwd._reads_tokens(training) != bwd._reads_tokens(training):
+            x = np.asarray(x)  # one direction gathers (input dropout): both read the same array
         y = self.forward_layer.call(x, training=training, mask=mask)
         y_rev = self.backward_layer.call(x, training=training, mask=mask)
         states = []

@@ -183,3 +183,39 @@ def test_masked_projection_matches_numpy_for_any_thread_count(rng, threads, G):
         np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="G dividing M"):
         _core.affine_masked(x, K, b, np.ones((B, 2, E), np.float32))
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("which", ["dropout", "recurrent_dropout"])
+def test_simple_rnn_rate_one_drops_everything_as_keras(rng, which):
+    """Keras's SimpleRNN applies its masks for any rate > 0 (LSTM and GRU only for 0 < rate < 1):
+    rate 1.0 zeroes the input (or h_{t-1}) in training."""
+    import keras
+
+    x = rng.normal(size=(3, 4, 2)).astype(np.float32)
+    kl = keras.layers.SimpleRNN(5, return_sequences=True, **{which: 1.0})
+    kl(x)
+    fl = SimpleRNN(5, return_sequences=True, **{which: 1.0})
+    fl.build((None, None, 2))
+    for w, k in zip(fl.weights, kl.get_weights()):
+        w[...] = k
+    want = keras.ops.convert_to_numpy(kl(x, training=True))
+    np.testing.assert_allclose(fl.call(x, training=True), want, atol=3e-6)
+    assert not np.allclose(fl.call(x, training=True), fl(x))  # training differs from inference
+    lstm = LSTM(3, **{which: 1.0})
+    lstm.build((None, None, 2))
+    assert lstm._dropout_masks(3, 2) == (None, None)  # LSTM and GRU: 0 < rate < 1 only
+
+
+def test_bidirectional_over_tokens_with_input_dropout_in_one_direction_trains(rng):
+    from fastlstm.layers import Bidirectional
+
+    m = Sequential([Embedding(20, 3), Bidirectional(LSTM(4), backward_layer=LSTM(4, dropout=0.5, go_backwards=True)),
+                    Dense(2, activation="softmax")])
+    m.compile(loss="categorical_crossentropy", optimizer="adam")
+    x = rng.integers(0, 20, size=(8, 6))
+    m.build(x.shape)
+    before = m.get_weights()
+    m.fit(x, to_categorical(rng.integers(0, 2, size=8), 2), epochs=1, batch_size=4, verbose=0)
+    after = m.get_weights()
+    assert all(np.isfinite(w).all() and not np.array_equal(w, w0) for w, w0 in zip(after, before))

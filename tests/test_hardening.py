@@ -699,3 +699,54 @@ def test_data_lookup_for_tests_uses_the_library_search(tmp_path, monkeypatch, da
     (keras_cache / "reuters.npz").symlink_to((data_dir / "reuters.npz").resolve())
     assert conftest.find_data_dir() == keras_cache
     assert reuters.NPZ_SHA256 == _files.sha256(keras_cache / "reuters.npz")
+
+
+# ---- review of the engine issue: a failed forward leaves no usable workspace ---------------
+
+def test_a_forward_that_fails_its_checks_leaves_no_backward():
+    """A forward whose ids, mask or dropout masks fail their checks after the workspace took
+    them: the next backward is a ValueError, never a crash or the old forward's shapes with
+    the new data (ids: a heap overflow; masks: wrong gradients)."""
+    r = run_python("""
+        import numpy as np
+        from fastlstm import _core
+        rng = np.random.default_rng(0)
+        ids = rng.integers(0, 20, size=(64, 50)).astype(np.int32)
+        table = rng.normal(size=(20, 32)).astype(np.float32)
+        rec = rng.normal(size=(8, 32)).astype(np.float32)
+        dh = np.ones((64, 8), np.float32)
+        for bad in (dict(ids=np.full((64, 50), 10**6, np.int32)),
+                    dict(mask=np.ones((64, 50), bool), recurrent_dropout_mask=np.ones((1, 1, 1), np.float32))):
+            ws = _core.Workspace()
+            _core.rnn_forward_tokens(ids, table, rec, workspace=ws)
+            args = {**dict(ids=ids, mask=None, recurrent_dropout_mask=None), **bad}
+            try:
+                _core.rnn_forward_tokens(args.pop("ids"), table, rec, workspace=ws, **args)
+            except ValueError:
+                pass
+            else:
+                raise SystemExit("the bad forward passed")
+            try:
+                _core.rnn_backward_table(ws, rec, dh)
+            except ValueError as e:
+                assert "preceding" in str(e), e
+            else:
+                raise SystemExit("backward ran on a workspace whose forward failed")
+        x = rng.normal(size=(4, 5, 3)).astype(np.float32)
+        K, R, b = (rng.normal(size=s).astype(np.float32) for s in ((3, 8), (2, 8), (8,)))
+        ws = _core.Workspace()
+        _core.rnn_forward(x, K, R, b, workspace=ws)
+        try:
+            _core.rnn_forward(x, K, R, b, workspace=ws, mask=np.ones((4, 5), bool),
+                              recurrent_dropout_mask=np.ones((4, 4, 3), np.float32))
+        except ValueError:
+            pass
+        try:
+            _core.rnn_backward(ws, x, K, R, np.ones((4, 2), np.float32))
+        except ValueError as e:
+            assert "preceding" in str(e), e
+        else:
+            raise SystemExit("dense backward ran on a workspace whose forward failed")
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
