@@ -114,30 +114,31 @@ struct StateGradients {
   const float* c_data() const { return c ? c->data() : nullptr; }
 };
 
-// A forward's first step under the lock, before it overwrites any of the workspace's inputs
-// (ids, mask, dropout masks): the workspace holds no forward until this one has run, so a
-// check that fails after them leaves no backward to run on mixed data.
-static void take_inputs(Workspace& ws) { ws.has_forward = false; }
-
-// A mask (B,T) of dtype bool, or None: copied into ws.valid (under the workspace's lock: the
-// kernel reads the copy); whether there is one.
-static bool take_mask(py::handle mask, py::ssize_t B, py::ssize_t T, Workspace& ws) {
-  if (mask.is_none()) return false;
-  auto m = checked<bool>(mask, "mask", "(B, T)", {B, T});
-  const bool* src = m.data();
-  ws.valid.assign(src, src + B * T);
-  return true;
-}
-
-// Recurrent dropout's keep-masks (B,G,H) float32 (0 or 1/(1-rate)), or None: copied into
-// ws.rec_keep (under the lock); whether there are any.
+// A forward's step inputs besides the table, taken under the workspace's lock (the kernel
+// reads the copies): mask (B,T) bool or None into ws.valid, recurrent dropout's keep-masks
+// (B,G,H) float32 (0 or 1/(1-rate)) or None into ws.rec_keep. First of all the workspace is
+// marked as holding no forward, so a check failing after its inputs were overwritten (here
+// or on the ids) leaves no backward to run on mixed data.
+struct StepInputs {
+  bool masked = false, rec_dropout = false;
+};
 template <class Cell>
-static bool take_keep(py::handle keep, py::ssize_t B, py::ssize_t H, Workspace& ws) {
-  if (keep.is_none()) return false;
-  auto k = checked<float>(keep, "recurrent_dropout_mask", ("(B, " + std::to_string(Cell::kGates) + ", H)").c_str(),
-                          {B, Cell::kGates, H});
-  ws.rec_keep.assign(k.data(), k.data() + k.size());
-  return true;
+static StepInputs take_step_inputs(Workspace& ws, py::handle mask, py::handle keep, py::ssize_t B,
+                                   py::ssize_t T, py::ssize_t H) {
+  ws.has_forward = false;
+  StepInputs in;
+  if (!mask.is_none()) {
+    auto m = checked<bool>(mask, "mask", "(B, T)", {B, T});
+    ws.valid.assign(m.data(), m.data() + B * T);
+    in.masked = true;
+  }
+  if (!keep.is_none()) {
+    auto k = checked<float>(keep, "recurrent_dropout_mask",
+                            ("(B, " + std::to_string(Cell::kGates) + ", H)").c_str(), {B, Cell::kGates, H});
+    ws.rec_keep.assign(k.data(), k.data() + k.size());
+    in.rec_dropout = true;
+  }
+  return in;
 }
 
 // Workspace held by Python; a missing one means a private one for this call.
@@ -353,7 +354,17 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("x"), py::arg("kernel"), py::arg("dz"), py::arg("need_dx") = true,
   "Backward of affine: (dx (N,E) or None, dkernel (E,M), dbias (M)).");
 
-  m.def("affine_masked", [](py::handle x_, py::handle kernel_, py::handle bias_, py::handle mask_) {
+  // affine_masked's mask (B,G,E) for x (B,T,E) and kernel (E,M): G must divide M; its G.
+  auto gates_of_mask = [](const F32& mask, py::ssize_t M) {
+    const py::ssize_t G = mask.shape(1);
+    if (G < 1 || M % G != 0) {
+      throw py::value_error("mask must have shape (B, G, E) with G dividing M = " + std::to_string(M) +
+                            ", got G = " + std::to_string(G));
+    }
+    return int(G);
+  };
+
+  m.def("affine_masked", [gates_of_mask](py::handle x_, py::handle kernel_, py::handle bias_, py::handle mask_) {
     warn_if_forked();
     auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
     const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
@@ -361,24 +372,20 @@ PYBIND11_MODULE(_core, m) {
     const py::ssize_t M = kernel.shape(1);
     auto bias = checked<float>(bias_, "bias", "(M,)", {M});
     auto mask = checked<float>(mask_, "mask", "(B, G, E)", {B, -1, E});
-    const py::ssize_t G = mask.shape(1);
-    if (G < 1 || M % G != 0) {
-      throw py::value_error("mask must have shape (B, G, E) with G dividing M = " + std::to_string(M) +
-                            ", got G = " + std::to_string(G));
-    }
+    const int G = gates_of_mask(mask, M);
     const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
     as_int(B * T, "B*T (positions)");
     F32 z({B, T, M});
     {
       py::gil_scoped_release nogil;
-      affine_masked(x.data(), kernel.data(), bias.data(), mask.data(), b, t, e, m, int(G), z.mutable_data());
+      affine_masked(x.data(), kernel.data(), bias.data(), mask.data(), b, t, e, m, G, z.mutable_data());
     }
     return z;
   }, py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("mask"),
   "Input dropout's projection: z_b (T,M) = x_b (T,E) @ (kernel with column block g scaled\n"
   "row-wise by mask[b,g]) + bias, for x (B,T,E), kernel (E,M), bias (M,), mask (B,G,E).");
 
-  m.def("affine_masked_backward", [](py::handle x_, py::handle kernel_, py::handle mask_,
+  m.def("affine_masked_backward", [gates_of_mask](py::handle x_, py::handle kernel_, py::handle mask_,
                                      py::handle dz_, bool need_dx) {
     warn_if_forked();
     auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
@@ -386,11 +393,7 @@ PYBIND11_MODULE(_core, m) {
     auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t M = kernel.shape(1);
     auto mask = checked<float>(mask_, "mask", "(B, G, E)", {B, -1, E});
-    const py::ssize_t G = mask.shape(1);
-    if (G < 1 || M % G != 0) {
-      throw py::value_error("mask must have shape (B, G, E) with G dividing M = " + std::to_string(M) +
-                            ", got G = " + std::to_string(G));
-    }
+    const int G = gates_of_mask(mask, M);
     auto dz = checked<float>(dz_, "dz", "(B, T, M)", {B, T, M});
     const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
     F32 dkernel({E, M}), dbias({M});
@@ -398,7 +401,7 @@ PYBIND11_MODULE(_core, m) {
     if (need_dx) dx.emplace(std::vector<py::ssize_t>{B, T, E});
     {
       py::gil_scoped_release nogil;
-      affine_masked_backward(x.data(), kernel.data(), mask.data(), dz.data(), b, t, e, m, int(G),
+      affine_masked_backward(x.data(), kernel.data(), mask.data(), dz.data(), b, t, e, m, G,
                              dx ? dx->mutable_data() : nullptr, dkernel.mutable_data(), dbias.mutable_data());
     }
     return py::make_tuple(dx ? py::object(*dx) : py::none(), dkernel, dbias);
@@ -426,10 +429,10 @@ PYBIND11_MODULE(_core, m) {
       as_int(B * T, "B*T (positions of dense input)");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
-      bool masked = false, rd = false;
-      locked(*ws, [&] { take_inputs(*ws), masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
+      StepInputs in;
+      locked(*ws, [&] { in = take_step_inputs<Cell>(*ws, mask, keep, B, T, H); }, [&] {
         rnn_forward_dense<Cell>(*ws, x.data(), kernel.data(), recurrent.data(), bias.data(), rb,
-                                masked, rd, b, t, e, h, out.last.mutable_data(), out.seq_data(),
+                                in.masked, in.rec_dropout, b, t, e, h, out.last.mutable_data(), out.seq_data(),
                                 out.c_data(), training);
       });
       return out.result();
@@ -526,10 +529,9 @@ PYBIND11_MODULE(_core, m) {
       const int u = as_int(U, "U"), b = as_int(B, "B"), t = as_int(T, "T"), h = as_int(H, "H");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
-      bool masked = false, rd = false;
+      StepInputs in;
       locked(*ws, [&] {
-        take_inputs(*ws);
-        masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws);
+        in = take_step_inputs<Cell>(*ws, mask, keep, B, T, H);
         // The ids are copied, then checked: the kernel reads the checked copy (another thread
         // may change the caller's array at any time once the GIL is released).
         const int32_t* src = ids.data();
@@ -543,8 +545,8 @@ PYBIND11_MODULE(_core, m) {
           }
         }
       }, [&] {
-        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, masked, rd, recurrent.data(), rb, b,
-                          t, h, out.last.mutable_data(), out.seq_data(), out.c_data(), training);
+        rnn_forward<Cell>(*ws, table.data(), u, true, pad_row, in.masked, in.rec_dropout,
+                          recurrent.data(), rb, b, t, h, out.last.mutable_data(), out.seq_data(), out.c_data(), training);
       });
       return out.result();
     });
@@ -618,9 +620,9 @@ PYBIND11_MODULE(_core, m) {
       const int n = as_int(B * T, "B*T (positions)");
       ws = workspace_or_new(ws);
       HiddenStates out(B, T, H, return_sequences, return_state, Cell::kCellState);
-      bool masked = false, rd = false;
-      locked(*ws, [&] { take_inputs(*ws), masked = take_mask(mask, B, T, *ws), rd = take_keep<Cell>(keep, B, H, *ws); }, [&] {
-        rnn_forward<Cell>(*ws, table.data(), n, false, -1, masked, rd, recurrent.data(), rb, b, t, h,
+      StepInputs in;
+      locked(*ws, [&] { in = take_step_inputs<Cell>(*ws, mask, keep, B, T, H); }, [&] {
+        rnn_forward<Cell>(*ws, table.data(), n, false, -1, in.masked, in.rec_dropout, recurrent.data(), rb, b, t, h,
                           out.last.mutable_data(), out.seq_data(), out.c_data(), training);
       });
       return out.result();

@@ -543,7 +543,6 @@ class _Recurrent(Layer):
         if isinstance(x, TokenSequence):
             if x_masks is None:
                 return self._call_on_tokens(x, training, mask, h_masks)
-            self._check_width(x.shape)
             x = np.asarray(x)  # input dropout: each sample's own inputs, projected per position
         x = float_input(x, self.name)
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
