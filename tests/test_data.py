@@ -124,3 +124,89 @@ def test_to_categorical_rejects_bad_labels():
     for bad, message in [([0, 1.5], "whole numbers"), ([0, np.nan], "whole numbers"), ([0, 5], r"\[0, 3\)"), ([-1, 1], r"\[0, 3\)")]:
         with pytest.raises(ValueError, match=message):
             to_categorical(bad, 3)
+
+
+def same_outcome_as_keras(ours, theirs, make_args):
+    """`ours(*args, **kwargs)` returns what Keras's returns (dtype, shape, values), or raises
+    the same exception type; `make_args()` builds fresh arguments for each call."""
+    args, kwargs = make_args()
+    try:
+        want = theirs(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any Keras error type is the reference
+        args, kwargs = make_args()
+        with pytest.raises(type(e)):
+            ours(*args, **kwargs)
+        return
+    args, kwargs = make_args()
+    got = ours(*args, **kwargs)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def object_array(lists):
+    out = np.empty(len(lists), dtype=object)
+    out[:] = lists
+    return out
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("make_args", [
+    lambda: ((object_array([[1, 2, 3], [4], [5, 6]]),), {"maxlen": 2}),  # as load_data returns
+    lambda: ((np.arange(12).reshape(3, 4),), {"maxlen": 6, "padding": "post"}),
+    lambda: (([(1, 2), (3,)],), {}),
+    lambda: (([np.array([1, 2], np.int64), np.array([7])],), {"dtype": "float16"}),
+    lambda: (([[[1, 2], [3, 4]], [[5, 6]]],), {"maxlen": 3}),  # samples of shape (2,)
+    lambda: (([[[1, 2], [3, 4]], [[5, 6]]],), {"maxlen": 1, "truncating": "post", "padding": "post"}),
+    lambda: (([[[1, 2], [3, 4]], [[5, 6, 7]]],), {}),  # inconsistent sample shapes
+    lambda: (([["a", "b"], ["c"]],), {"dtype": object, "value": "pad"}),
+    lambda: (([["ab", "b"], ["c"]],), {"dtype": "<U3", "value": "p"}),
+    lambda: (([[1]],), {"value": "x"}),  # a string value needs dtype=object
+    lambda: (((s for s in [[1]]),), {}),  # no len()
+    lambda: (([[1], None],), {}),
+    lambda: (([[1.7, -2.2, 3.5]],), {"dtype": "int32"}),
+    lambda: (([[1.5], []],), {"value": np.nan, "dtype": "float32", "maxlen": 3}),
+    lambda: (([[1, 2]],), {"maxlen": 3.0}),
+    lambda: (([[1, 2]],), {"maxlen": np.int64(3)}),
+    lambda: (([[1, 2]],), {"maxlen": -1}),
+    lambda: (([[1, 2]],), {"maxlen": 0, "truncating": "post"}),
+    lambda: (([[300]],), {"dtype": "int8"}),
+    lambda: (([],), {"maxlen": 3}),
+    lambda: (([[]],), {}),
+    lambda: (([[1, 2, 3]],), {"maxlen": 2, "truncating": "post", "padding": "middle"}),
+])
+def test_pad_sequences_edge_cases_match_keras(make_args):
+    import keras
+
+    same_outcome_as_keras(pad_sequences, keras.utils.pad_sequences, make_args)
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("make_args", [
+    lambda: ((3,), {}),
+    lambda: ((np.array(3), 5), {}),
+    lambda: ((np.array([[1, 2], [0, 1]]),), {}),
+    lambda: ((np.zeros((2, 3, 1), int), 4), {}),
+    lambda: (([[1], [2]], 4), {}),
+    lambda: ((np.array(["1", "2"]),), {}),
+    lambda: ((np.array([1, 2], dtype=object),), {}),
+    lambda: (([True, False],), {}),
+    lambda: (([0.0, 2.0],), {}),
+    lambda: ((np.array([1, 2], np.uint8),), {}),
+    lambda: (([], 3), {}),
+    lambda: (([1, 2], 0), {}),
+    lambda: (([1, 2], 3.0), {}),
+    lambda: ((), {"x": [0, 1], "num_classes": 2}),
+])
+def test_to_categorical_edge_cases_match_keras(make_args):
+    import keras
+
+    same_outcome_as_keras(to_categorical, keras.utils.to_categorical, make_args)
+
+
+def test_to_categorical_strictness_beyond_keras():
+    """Where Keras gives a silent wrong answer or numpy's error, fastlstm a ValueError:
+    fractions (Keras truncates), negative labels (Keras sets the last class), non-digits."""
+    for bad in ([0, 1.5], [-1, 1], np.array(["1", "b"]), np.array([1, None], dtype=object)):
+        with pytest.raises(ValueError, match="labels must be"):
+            to_categorical(bad, 3)
+    assert to_categorical([], None).shape == (0, 0)  # Keras: np.max of nothing fails

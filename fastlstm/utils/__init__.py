@@ -1,25 +1,7 @@
-"""Random state shared by initializers and shuffling; `set_random_seed` makes runs repeatable."""
-import random
+"""`keras.utils`: the one home of each helper is its module here (Keras's module names)."""
+from fastlstm.utils import np_utils
+from fastlstm.utils.numerical_utils import to_categorical
+from fastlstm.utils.rng_utils import rng, set_random_seed
+from fastlstm.utils.sequence_utils import pad_sequences
 
-import numpy as np
-
-_rng = np.random.default_rng()
-
-
-def set_random_seed(seed):
-    """Seed fastlstm's generator (weight initialisation, shuffling), `random` and `np.random`.
-
-    The same seed and the same training calls give bitwise identical weights, for any
-    number of threads.
-    """
-    global _rng
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    _rng = np.random.default_rng(int(seed))
-    random.seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
-
-
-def rng():
-    """The generator fastlstm draws from."""
-    return _rng
+__all__ = ["np_utils", "pad_sequences", "rng", "set_random_seed", "to_categorical"]

@@ -1,4 +1,4 @@
-"""Keras's `pad_sequences` and `to_categorical`, same arguments, same results."""
+"""`pad_sequences`, as `keras.utils.pad_sequences` (Keras 2: `keras.preprocessing.sequence`)."""
 import numpy as np
 
 
@@ -24,8 +24,10 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
             sample_shape, found = np.asarray(x).shape[1:], True
     if maxlen is None:
         maxlen = int(np.max(lengths)) if lengths else 0
-    if isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer)) or maxlen < 0:
-        raise ValueError(f"maxlen must be a non-negative integer or None, got {maxlen!r}")
+    if isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer)):
+        raise TypeError(f"maxlen must be an integer or None, got {maxlen!r}")  # as Keras
+    if maxlen < 0:
+        raise ValueError(f"maxlen must be non-negative, got {maxlen}")
     is_str = np.issubdtype(dtype, np.str_) or np.issubdtype(dtype, np.bytes_)
     if isinstance(value, str) and dtype is not object and not is_str:
         raise ValueError(f"`dtype` {dtype} is not compatible with `value`'s type: {type(value)}\n"
@@ -46,24 +48,3 @@ def pad_sequences(sequences, maxlen=None, dtype="int32", padding="pre", truncati
             out[idx, -len(trunc):] = trunc
     return out
 
-
-def to_categorical(y, num_classes=None):
-    """One-hot float64 matrix of integer labels y, as `keras.utils.to_categorical`."""
-    y = np.asarray(y)
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError("labels must be whole numbers (no NaN, inf or fractions)")
-    elif y.dtype.kind not in "iub":
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    shape = y.shape
-    if shape and shape[-1] == 1 and len(shape) > 1:
-        shape = shape[:-1]
-    y = y.reshape(-1)
-    if not num_classes:
-        num_classes = int(np.max(y)) + 1 if y.size else 0
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), found {y.min()}..{y.max()}")
-    out = np.zeros((y.shape[0], num_classes))
-    out[np.arange(y.shape[0]), y] = 1
-    return out.reshape(shape + (num_classes,))
