@@ -2,8 +2,8 @@
 on the CPU.
 
 The forward and backward through time run in C++ (``fastlstm._core``); the rest is
-thin numpy. The API follows Keras: ``datasets.reuters``, ``preprocessing``, ``layers``,
-``Sequential``, ``optimizers.Adam``. See README.md.
+thin numpy. The API follows Keras: ``datasets.reuters``/``imdb``, ``utils``, ``preprocessing``,
+``layers``, ``Sequential``, ``optimizers.Adam``. See README.md.
 """
 from fastlstm import datasets, layers, optimizers, preprocessing, utils
 from fastlstm._core import get_num_threads, set_num_threads

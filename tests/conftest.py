@@ -27,6 +27,38 @@ def data_dir():
 
 
 @pytest.fixture
+def serve_downloads(monkeypatch):
+    """`serve(data)`: every download fastlstm makes gets the bytes `data` (in two reads), a
+    local stand-in for the network; returns the list of URLs asked for."""
+    urls = []
+
+    def serve(data):
+        class Response:
+            headers = {"Content-Length": str(len(data))}
+
+            def __init__(self):
+                self.chunks = [data[:len(data) // 2], data[len(data) // 2:], b""]
+
+            def read(self, n):
+                return self.chunks.pop(0)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+
+        def urlopen(url, timeout):
+            urls.append(url)
+            return Response()
+
+        monkeypatch.setattr(_files.urllib.request, "urlopen", urlopen)
+        return urls
+
+    return serve
+
+
+@pytest.fixture
 def threads():
     """Restores the kernels' thread count after a test that changes it."""
     n = fastlstm.get_num_threads()

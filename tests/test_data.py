@@ -57,6 +57,30 @@ def test_load_data_matches_keras(data_dir, kwargs, monkeypatch):
         assert gy.dtype == wy.dtype
 
 
+@pytest.mark.keras
+def test_origin_and_hashes_are_keras(data_dir, monkeypatch):
+    """Keras asks get_file for the files fastlstm verifies: the same URLs, the npz's sha256;
+    for the word index Keras gives an md5, which fastlstm's sha256-verified copy matches."""
+    import keras.src.datasets.reuters as keras_reuters
+
+    from fastlstm.datasets import _files
+
+    asked = {}
+
+    def get_file(fname, origin, file_hash):
+        asked[fname] = (origin, file_hash)
+        return str(data_dir / fname)
+
+    monkeypatch.setattr(keras_reuters, "get_file", get_file)
+    keras_reuters.load_data()
+    keras_reuters.get_word_index()
+    assert asked["reuters.npz"] == (reuters.ORIGIN + "reuters.npz", reuters.NPZ_SHA256)
+    origin, md5 = asked["reuters_word_index.json"]
+    assert origin == reuters.ORIGIN + "reuters_word_index.json"
+    index_file = _files.find_local("reuters_word_index.json", reuters.WORD_INDEX_SHA256)
+    assert _files.file_digest(index_file, "md5") == md5
+
+
 def test_explicit_path_and_corrupt_file(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("FASTLSTM_DATA_DIR")
     (x, _), _ = reuters.load_data(path=data_dir)  # a folder

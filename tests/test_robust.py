@@ -169,7 +169,8 @@ def test_offline_without_data_fails_fast_with_a_clear_message(tmp_path, monkeypa
     assert not list((tmp_path / "cache" / "fastlstm").glob("*"))  # no partial file left
 
 
-def test_corrupt_cached_copy_is_replaced_by_a_verified_download(tmp_path, monkeypatch, data_dir):
+def test_corrupt_cached_copy_is_replaced_by_a_verified_download(tmp_path, monkeypatch, data_dir,
+                                                                serve_downloads):
     """fastlstm's own cache holds a truncated file: it is fetched again and checked."""
     monkeypatch.delenv("FASTLSTM_DATA_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -177,24 +178,7 @@ def test_corrupt_cached_copy_is_replaced_by_a_verified_download(tmp_path, monkey
     cached = tmp_path / "cache" / "fastlstm" / "reuters.npz"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"truncated")
-    good = (data_dir / "reuters.npz").read_bytes()
-
-    class Response:  # a local stand-in for the download, serving the real bytes
-        headers = {"Content-Length": str(len(good))}
-
-        def __init__(self):
-            self.chunks = [good[:1000000], good[1000000:], b""]
-
-        def read(self, n):
-            return self.chunks.pop(0)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    monkeypatch.setattr(_files.urllib.request, "urlopen", lambda url, timeout: Response())
+    serve_downloads((data_dir / "reuters.npz").read_bytes())  # the real bytes
     (x, _), _ = reuters.load_data()
     assert len(x) == 8982 and _files.sha256(cached) == reuters.NPZ_SHA256
 

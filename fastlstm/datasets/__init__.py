@@ -1,4 +1,4 @@
 """Datasets, as `keras.datasets`."""
-from fastlstm.datasets import reuters
+from fastlstm.datasets import imdb, reuters
 
-__all__ = ["reuters"]
+__all__ = ["imdb", "reuters"]

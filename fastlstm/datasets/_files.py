@@ -1,8 +1,9 @@
 """Finding, downloading and verifying dataset files.
 
-Search order: an explicit path, $FASTLSTM_DATA_DIR, the Keras cache ~/.keras/datasets,
-fastlstm's own cache; otherwise download into fastlstm's cache from `origin`. A file is
-used only when its sha256 matches.
+Search order: an explicit path, $FASTLSTM_DATA_DIR, the Keras cache ($KERAS_HOME or
+~/.keras, then datasets/), fastlstm's own cache; otherwise download into fastlstm's cache
+from `origin`. A file is used only when its hash matches: sha256, or md5 for a 32-digit hash
+(Keras's rule; Keras publishes only an md5 for some word-index files).
 """
 import hashlib
 import io
@@ -18,6 +19,7 @@ import zipfile
 import numpy as np
 
 DOWNLOAD_TIMEOUT_S = 15
+KERAS_DATASETS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"  # Keras's origin
 
 
 def cache_dir():
@@ -25,54 +27,76 @@ def cache_dir():
     return pathlib.Path(base) / "fastlstm"
 
 
-def sha256(path):
-    h = hashlib.sha256()
+def keras_cache_dir():
+    """Where Keras's `get_file` keeps datasets: $KERAS_HOME/datasets or ~/.keras/datasets."""
+    base = os.environ.get("KERAS_HOME") or pathlib.Path.home() / ".keras"
+    return pathlib.Path(base).expanduser() / "datasets"
+
+
+def file_digest(path, algorithm="sha256"):
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def find_file(fname, origin, file_hash, path=None):
-    """The verified local path of dataset file `fname`, downloading it if needed."""
-    if path is not None:
-        p = pathlib.Path(path).expanduser()
+def sha256(path):
+    return file_digest(path, "sha256")
+
+
+def _algorithm(file_hash):
+    return "md5" if len(file_hash) == 32 else "sha256"
+
+
+def find_file(path, fname, origin, file_hash):
+    """The verified local path of a dataset file, downloading it if needed.
+
+    `path` as Keras's: a file name (default `fname`) looked up in the data folders and
+    downloaded under that name. fastlstm also takes a path with a folder part (or an
+    existing folder): that file, or `fname` inside the folder, which must exist.
+    """
+    name = fname if path is None else os.fspath(path)
+    p = pathlib.Path(name).expanduser()
+    explicit = p.is_dir() or os.sep in name or (os.altsep and os.altsep in name)
+    if explicit:
         if p.is_dir():
             p = p / fname
         if not p.is_file():
             raise FileNotFoundError(f"{p} does not exist")
         _check_hash(p, file_hash)
         return p
-    found = find_local(fname, file_hash)
+    found = find_local(name, file_hash)
     if found is not None:
         return found
-    own = cache_dir() / fname
+    own = cache_dir() / name
     _download(origin, own, file_hash)  # replaces a corrupt cached copy
     return own
 
 
 def find_local(fname, file_hash):
     """The verified copy of `fname` on this machine, or None: $FASTLSTM_DATA_DIR, the Keras
-    cache ~/.keras/datasets (a bad copy in either is an error), fastlstm's cache (a bad copy
-    there is ignored: it is downloaded again). Never downloads."""
+    cache (a bad copy in either is an error), fastlstm's cache (a bad copy there is
+    ignored: it is downloaded again). Never downloads."""
     candidates = []
     if os.environ.get("FASTLSTM_DATA_DIR"):
         candidates.append(pathlib.Path(os.environ["FASTLSTM_DATA_DIR"]).expanduser() / fname)
-    candidates.append(pathlib.Path.home() / ".keras" / "datasets" / fname)
+    candidates.append(keras_cache_dir() / fname)
     for p in candidates:
         if p.is_file():
             _check_hash(p, file_hash)
             return p
     own = cache_dir() / fname
-    if own.is_file() and sha256(own) == file_hash:
+    if own.is_file() and file_digest(own, _algorithm(file_hash)) == file_hash:
         return own
     return None
 
 
 def _check_hash(p, file_hash):
-    got = sha256(p)
+    algorithm = _algorithm(file_hash)
+    got = file_digest(p, algorithm)
     if got != file_hash:
-        raise ValueError(f"{p} is corrupt or not the expected file: sha256 {got}, expected "
+        raise ValueError(f"{p} is corrupt or not the expected file: {algorithm} {got}, expected "
                          f"{file_hash}. Delete it or point FASTLSTM_DATA_DIR at a good copy.")
 
 

@@ -3,9 +3,10 @@ import json
 
 import numpy as np
 
-from fastlstm.datasets._files import find_file, load_npz
+from fastlstm.datasets._files import KERAS_DATASETS_URL, find_file, load_npz
+from fastlstm.datasets._sequences import prepare
 
-ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+ORIGIN = KERAS_DATASETS_URL
 NPZ_SHA256 = "d6586e694ee56d7a4e65172e12b3e987c03096cb01eab99753921ef915959916"
 WORD_INDEX_SHA256 = "9b56000edc4b34a32e89fd5a23b2605594682c74efcf7d8f4e2a5514b771e633"
 
@@ -18,8 +19,8 @@ LABEL_NAMES = (
 )
 
 
-def load_data(path=None, num_words=None, skip_top=0, maxlen=None, test_split=0.2, seed=113,
-              start_char=1, oov_char=2, index_from=3):
+def load_data(path="reuters.npz", num_words=None, skip_top=0, maxlen=None, test_split=0.2,
+              seed=113, start_char=1, oov_char=2, index_from=3):
     """Load the 11,228 Reuters newswires labelled over 46 topics.
 
     Returns `(x_train, y_train), (x_test, y_test)`: object arrays of lists of word ids and
@@ -28,44 +29,24 @@ def load_data(path=None, num_words=None, skip_top=0, maxlen=None, test_split=0.2
     `maxlen` or more words are dropped; ids outside [skip_top, num_words) become
     `oov_char` (or are removed when it is None); the last `test_split` part is the test set.
 
-    `path`: the file or a folder holding `reuters.npz`; by default it is looked up in
-    $FASTLSTM_DATA_DIR, ~/.keras/datasets, fastlstm's cache, else downloaded (sha256-checked).
+    `path`: the file name, looked up in $FASTLSTM_DATA_DIR, the Keras cache, fastlstm's
+    cache, else downloaded (sha256-checked); or a path to the file or to its folder.
     """
     if not 0.0 <= test_split <= 1.0:
         raise ValueError(f"test_split must be in [0, 1], got {test_split}")
-    f = load_npz(find_file("reuters.npz", ORIGIN + "reuters.npz", NPZ_SHA256, path))
-    xs, labels = f["x"], f["y"]
-
-    indices = np.arange(len(xs))
-    np.random.RandomState(seed).shuffle(indices)
-    xs, labels = xs[indices], labels[indices]
-
-    if start_char is not None:
-        xs = [[start_char] + [w + index_from for w in x] for x in xs]
-    elif index_from:
-        xs = [[w + index_from for w in x] for x in xs]
-    if maxlen:
-        kept = [k for k, x in enumerate(xs) if len(x) < maxlen]
-        xs, labels = [xs[k] for k in kept], [labels[k] for k in kept]
-        if not xs:
-            raise ValueError(f"no sequence is shorter than maxlen={maxlen}")
-    if not num_words:
-        num_words = max(max(x) for x in xs if x)
-    if oov_char is not None:
-        xs = [[w if skip_top <= w < num_words else oov_char for w in x] for x in xs]
-    else:
-        xs = [[w for w in x if skip_top <= w < num_words] for x in xs]
-
+    f = load_npz(find_file(path, "reuters.npz", ORIGIN + "reuters.npz", NPZ_SHA256))
+    [(xs, labels)] = prepare([(f["x"], f["y"])], num_words, skip_top, maxlen, seed,
+                             start_char, oov_char, index_from)
     idx = int(len(xs) * (1 - test_split))
-    x_train, y_train = np.array(xs[:idx], dtype="object"), np.array(labels[:idx])
-    x_test, y_test = np.array(xs[idx:], dtype="object"), np.array(labels[idx:])
+    x_train, y_train = np.array(xs[:idx], dtype="object"), labels[:idx]
+    x_test, y_test = np.array(xs[idx:], dtype="object"), labels[idx:]
     return (x_train, y_train), (x_test, y_test)
 
 
-def get_word_index(path=None):
+def get_word_index(path="reuters_word_index.json"):
     """Dict word -> index (1 = most frequent). Data ids are these plus `index_from` (3)."""
-    p = find_file("reuters_word_index.json", ORIGIN + "reuters_word_index.json",
-                  WORD_INDEX_SHA256, path)
+    p = find_file(path, "reuters_word_index.json", ORIGIN + "reuters_word_index.json",
+                  WORD_INDEX_SHA256)
     with open(p) as f:
         return json.load(f)
 
