@@ -894,8 +894,10 @@ def get(identifier):
     return obj() if inspect.isclass(obj) else obj
 
 
-def _is_binary_or_sparse(y_true, y_pred):
-    """Keras's is_binary_or_sparse_categorical, from the first batch's shapes."""
+def is_binary_or_sparse_categorical(y_true, y_pred):
+    """Keras's compile-time guess from the first batch's shapes (for 'accuracy' here, and for
+    loss='crossentropy'/'ce'): binary when y_pred is (..., 1); sparse when y_true has a lower
+    rank, or ends in 1 while y_pred has several classes."""
     t_shape, p_shape = np.shape(y_true), np.shape(y_pred)
     is_binary = p_shape[-1:] == (1,)
     is_sparse = len(t_shape) < len(p_shape) or (t_shape[-1:] == (1,) and p_shape[-1] > 1)
@@ -911,7 +913,7 @@ def compile_metric(identifier, y_true, y_pred):
     if identifier is None:
         raise ValueError("Expected metric, received `None`")
     if str(identifier).lower() in ("accuracy", "acc"):
-        is_binary, is_sparse = _is_binary_or_sparse(y_true, y_pred)
+        is_binary, is_sparse = is_binary_or_sparse_categorical(y_true, y_pred)
         cls = BinaryAccuracy if is_binary else SparseCategoricalAccuracy if is_sparse else CategoricalAccuracy
         metric = cls(name=str(identifier))
     else:

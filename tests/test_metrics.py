@@ -361,6 +361,8 @@ def test_compile_time_resolution_matches_keras(km, rng, identifier, shapes):
     y_true = rng.integers(0, 2 if shapes.startswith("binary") or shapes == "flat" else 6, size=t_shape)
     if shapes == "onehot":
         y_true = np.eye(6, dtype=np.float32)[rng.integers(0, 6, size=8)]
+    assert M.is_binary_or_sparse_categorical(y_true, y_pred) == \
+        tuple(compile_utils.is_binary_or_sparse_categorical(y_true, y_pred))
     theirs = compile_utils.get_metric(identifier, y_true, y_pred)
     ours = M.compile_metric(identifier, y_true, y_pred)
     assert type(ours).__name__ == type(theirs).__name__ and ours.name == theirs.name == identifier
