@@ -49,9 +49,9 @@ def _hyper(name, value, low=0.0, high=math.inf, bounds="[]"):
         ok = (low <= value if bounds[0] == "[" else low < value) and \
              (value <= high if bounds[1] == "]" else value < high)
     if not ok:
-        where = f"{'>=' if bounds[0] == '[' else '>'} {low:g}" if high == math.inf else \
-            f"in {bounds[0]}{low:g}, {high:g}{bounds[1]}"
-        raise ValueError(f"Argument `{name}` must be a finite number {where}. Received: {name}={value!r}")
+        where = ("" if low == -math.inf else f" {'>=' if bounds[0] == '[' else '>'} {low:g}") if high == math.inf \
+            else f" in {bounds[0]}{low:g}, {high:g}{bounds[1]}"
+        raise ValueError(f"Argument `{name}` must be a finite number{where}. Received: {name}={value!r}")
     return value
 
 
