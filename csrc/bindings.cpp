@@ -1,5 +1,5 @@
 // fastlstm._core: converts and checks arrays, locks workspaces, releases the GIL, calls the
-// kernels (gemm, affine, the recurrent engine over its cells, adam).
+// kernels (gemm, affine, the recurrent engine over its cells, the optimizers).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "adam.h"
 #include "affine.h"
-#include "gemm.h"
 #include "dense_input.h"
+#include "gemm.h"
+#include "optimizers.h"
 #include "threads.h"
 
 namespace py = pybind11;
@@ -183,6 +183,26 @@ static void warn_if_forked() {
   }
 }
 
+// An optimizer's in-place update: w (writeable float32 C-contiguous), g (float32, w's shape)
+// and the state arrays (each writeable float32 C-contiguous with w's size; None where the
+// option that would use it is off).
+struct Update {
+  py::array_t<float> w;
+  F32 g;
+  Update(py::handle w_, py::handle g_) : w(in_place(w_, "w")) {
+    warn_if_forked();
+    g = checked<float>(g_, "g", "as w", std::vector<py::ssize_t>(w.shape(), w.shape() + w.ndim()));
+  }
+  size_t n() const { return size_t(w.size()); }
+  // The argument object outlives the call: its data pointer stays valid.
+  float* state(py::handle obj, const char* name, bool optional = false) const {
+    if (optional && obj.is_none()) return nullptr;
+    auto a = in_place(obj, name);
+    if (a.size() != w.size()) throw py::value_error(std::string(name) + " must have as many elements as w");
+    return a.mutable_data();
+  }
+};
+
 // dense: rnn_backward (after rnn_forward), else rnn_backward_table (after rnn_forward_tokens
 // or rnn_forward_projected).
 static void check_backward(const Workspace& ws, bool dense) {
@@ -293,22 +313,52 @@ PYBIND11_MODULE(_core, m) {
     return fma_peak_gflops(threads);
   }, py::arg("threads"), "Measured fp32 FMA peak of `threads` threads, GFLOP/s.");
 
-  m.def("adam_update", [](py::handle w_, py::handle g_, py::handle m_, py::handle v_, float alpha,
-                          float one_minus_beta_1, float one_minus_beta_2, float epsilon) {
-    warn_if_forked();
-    auto w = in_place(w_, "w"), mom = in_place(m_, "m"), vel = in_place(v_, "v");
-    std::vector<py::ssize_t> shape(w.shape(), w.shape() + w.ndim());
-    auto g = checked<float>(g_, "g", "as w", shape);
-    if (mom.size() != w.size() || vel.size() != w.size()) {
-      throw py::value_error("m and v must have as many elements as w");
-    }
+  m.def("adam_update", [](py::handle w, py::handle g, py::handle m, py::handle v, py::handle v_hat,
+                          float decay, float alpha, float beta_1, float one_minus_beta_1, float beta_2,
+                          float one_minus_beta_2, float epsilon) {
+    Update u(w, g);
+    float *pm = u.state(m, "m"), *pv = u.state(v, "v"), *ph = u.state(v_hat, "v_hat", true);
     py::gil_scoped_release nogil;
-    adam_update(w.mutable_data(), g.data(), mom.mutable_data(), vel.mutable_data(), size_t(w.size()),
-                alpha, one_minus_beta_1, one_minus_beta_2, epsilon);
-  }, py::arg("w"), py::arg("g"), py::arg("m"), py::arg("v"), py::arg("alpha"),
-  py::arg("one_minus_beta_1"), py::arg("one_minus_beta_2"), py::arg("epsilon"),
-  "One Adam step in Keras's form, in place on w, m, v (float32, each operation rounded as numpy does):\n"
-  "m += (g - m) * one_minus_beta_1; v += (g*g - v) * one_minus_beta_2; w -= m * alpha / (sqrt(v) + epsilon).");
+    adam_update(u.w.mutable_data(), u.g.data(), pm, pv, ph, u.n(), decay, alpha, beta_1,
+                one_minus_beta_1, beta_2, one_minus_beta_2, epsilon);
+  }, py::arg("w"), py::arg("g"), py::arg("m"), py::arg("v"), py::arg("v_hat"), py::arg("decay"),
+  py::arg("alpha"), py::arg("beta_1"), py::arg("one_minus_beta_1"), py::arg("beta_2"),
+  py::arg("one_minus_beta_2"), py::arg("epsilon"),
+  "One Adam step in place (v_hat None: no amsgrad). See csrc/optimizers.h.");
+
+  m.def("rmsprop_update", [](py::handle w, py::handle g, py::handle v, py::handle average_grad,
+                             py::handle mom, float decay, float lr, float rho, float one_minus_rho,
+                             float epsilon, float momentum) {
+    Update u(w, g);
+    float *pv = u.state(v, "v"), *pa = u.state(average_grad, "average_grad", true),
+          *pm = u.state(mom, "mom", true);
+    py::gil_scoped_release nogil;
+    rmsprop_update(u.w.mutable_data(), u.g.data(), pv, pa, pm, u.n(), decay, lr, rho, one_minus_rho,
+                   epsilon, momentum);
+  }, py::arg("w"), py::arg("g"), py::arg("v"), py::arg("average_grad"), py::arg("mom"),
+  py::arg("decay"), py::arg("lr"), py::arg("rho"), py::arg("one_minus_rho"), py::arg("epsilon"),
+  py::arg("momentum"),
+  "One RMSprop step in place (average_grad None: not centered; mom None: no momentum). See "
+  "csrc/optimizers.h.");
+
+  m.def("sgd_update", [](py::handle w, py::handle g, py::handle mom, float decay, float lr,
+                         float momentum, bool nesterov) {
+    Update u(w, g);
+    float* pm = u.state(mom, "mom", true);
+    py::gil_scoped_release nogil;
+    sgd_update(u.w.mutable_data(), u.g.data(), pm, u.n(), decay, lr, momentum, nesterov);
+  }, py::arg("w"), py::arg("g"), py::arg("mom"), py::arg("decay"), py::arg("lr"),
+  py::arg("momentum"), py::arg("nesterov"),
+  "One SGD step in place (mom None: no momentum). See csrc/optimizers.h.");
+
+  m.def("adagrad_update", [](py::handle w, py::handle g, py::handle acc, float decay, float lr,
+                             float epsilon) {
+    Update u(w, g);
+    float* pa = u.state(acc, "acc");
+    py::gil_scoped_release nogil;
+    adagrad_update(u.w.mutable_data(), u.g.data(), pa, u.n(), decay, lr, epsilon);
+  }, py::arg("w"), py::arg("g"), py::arg("acc"), py::arg("decay"), py::arg("lr"),
+  py::arg("epsilon"), "One Adagrad step in place. See csrc/optimizers.h.");
 
   py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace",
       "Activations kept by a forward call for its backward; reused between calls.")

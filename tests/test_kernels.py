@@ -281,7 +281,7 @@ def test_results_do_not_depend_on_the_alignment_of_the_inputs(rng, B, T, E, H, V
         ht = _core.rnn_forward_tokens(a(ids), a(table), a(R), pad_row=0, workspace=wt)
         gt = _core.rnn_backward_table(wt, a(R), a(dh))
         w, m, v = a(emb), a(emb * 0.5), a(np.abs(emb))
-        _core.adam_update(w, a(dz[:, :E]), m, v, 1e-3, 0.1, 1e-3, 1e-7)
+        _core.adam_update(w, a(dz[:, :E]), m, v, None, 1.0, 1e-3, 0.9, 0.1, 0.999, 1e-3, 1e-7)
         return [h, *grads, table, *_core.affine_backward(a(emb), a(K), a(dz)), ht, *gt, w, m, v]
 
     aligned = run(0)

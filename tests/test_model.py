@@ -102,37 +102,6 @@ def test_adam_matches_numpy_formula(rng):
         np.testing.assert_allclose(ws[k], w, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [1, 7, 40_000])
-def test_adam_update_equals_numpy_float32_bit_for_bit(rng, threads, n):
-    """The C++ update rounds each operation to float32 like numpy (no fused multiply-add)."""
-    f32 = np.float32
-    alpha, b1, b2, eps = f32(0.003), f32(0.1), f32(0.001), f32(1e-7)
-    for nthreads in (1, 2):
-        fastlstm.set_num_threads(nthreads)
-        w, m = rng.normal(size=n).astype(f32), rng.normal(size=n).astype(f32) * f32(0.1)
-        v = rng.random(n).astype(f32) * f32(0.01)
-        g = rng.normal(size=n).astype(f32)
-        want_m = m + (g - m) * b1
-        want_v = v + (g * g - v) * b2
-        want_w = w - (want_m * alpha) / (np.sqrt(want_v) + eps)
-        _core.adam_update(w, g, m, v, alpha, b1, b2, eps)
-        for got, want in ((w, want_w), (m, want_m), (v, want_v)):
-            np.testing.assert_array_equal(got, want)
-
-
-def test_adam_update_refuses_arrays_it_cannot_update_in_place():
-    ok = np.zeros(4, np.float32)
-    for bad in (np.zeros(4), np.zeros(8, np.float32)[::2], [0.0] * 4):
-        with pytest.raises(ValueError, match="writeable C-contiguous float32"):
-            _core.adam_update(bad, ok, ok.copy(), ok.copy(), 0.1, 0.1, 0.1, 1e-7)
-    frozen = np.zeros(4, np.float32)
-    frozen.flags.writeable = False
-    with pytest.raises(ValueError, match="writeable"):
-        _core.adam_update(ok.copy(), ok, frozen, ok.copy(), 0.1, 0.1, 0.1, 1e-7)
-    with pytest.raises(ValueError, match="g must have shape"):
-        _core.adam_update(ok.copy(), np.zeros(5, np.float32), ok.copy(), ok.copy(), 0.1, 0.1, 0.1, 1e-7)
-
-
 def test_predict_and_evaluate_do_not_depend_on_how_rows_are_grouped(rng):
     # predict/evaluate forward ~1024 rows per call; the logits are bitwise what batch-by-batch
     # calls give (numpy's exp in the softmax may round a last bit differently by position).
