@@ -3,13 +3,14 @@ on the CPU.
 
 The forward and backward through time run in C++ (``fastlstm._core``); the rest is
 thin numpy. The API follows Keras: ``datasets.reuters``/``imdb``, ``utils``, ``preprocessing``,
-``layers``, ``Sequential``, ``optimizers.Adam``. See README.md.
+``layers``, ``Sequential``, ``losses``, ``metrics``, ``optimizers``, ``callbacks``. See README.md.
 """
-from fastlstm import datasets, layers, optimizers, preprocessing, utils
+from fastlstm import callbacks, datasets, layers, losses, metrics, optimizers, preprocessing, utils
 from fastlstm._core import get_num_threads, set_num_threads
 from fastlstm.models import History, Sequential
 from fastlstm.train import TrainResult, reuters_model, train_reuters
 
-__all__ = ["datasets", "layers", "optimizers", "preprocessing", "utils", "get_num_threads",
+__all__ = ["callbacks", "datasets", "layers", "losses", "metrics", "optimizers", "preprocessing", "utils",
+           "get_num_threads",
            "set_num_threads", "History", "Sequential", "TrainResult", "reuters_model", "train_reuters"]
 __version__ = "0.1.0"

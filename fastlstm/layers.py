@@ -46,17 +46,18 @@ class TokenRowsGradient:
 
 
 class Output(np.ndarray):
-    """An activation's output that keeps its pre-activation `logits` (same shape). Arrays
+    """An activation's output that keeps its pre-activation `logits` (same shape) and the
+    activation's name (a loss takes the logits only of the activation it pairs with). Arrays
     derived from it (slices, ufunc results, copies) carry no logits."""
 
     @staticmethod
-    def of(y, logits):
+    def of(y, logits, activation):
         out = y.view(Output)
-        out.logits = logits
+        out.logits, out.activation = logits, activation
         return out
 
     def __array_finalize__(self, obj):
-        self.logits = None
+        self.logits = self.activation = None
 
 
 class LogitsGradient:
@@ -67,6 +68,11 @@ class LogitsGradient:
 
 
 class Layer:
+    trainable = True  # TODO(lay merge): the layers branch makes this Keras's constructor argument
+
+    def weight_regularizers(self):
+        return []
+
     # Attributes that hold per-call scratch (workspaces, what backward needs from the last
     # training call): never pickled or deep-copied, re-created empty by _init_scratch.
     _scratch = ()
@@ -294,7 +300,7 @@ class Dense(Layer):
         """x (..., in) -> (..., units); a softmax's output carries its logits."""
         x = float_input(x, self.name)
         z = self.logits(x)
-        y = Output.of(softmax(z), z) if self.activation == "softmax" else _ACTIVATIONS[self.activation][0](z)
+        y = Output.of(softmax(z), z, "softmax") if self.activation == "softmax" else _ACTIVATIONS[self.activation][0](z)
         if training:
             self._x, self._y = x, y
         return y

@@ -449,27 +449,32 @@ class _MeanOfFunction(MeanMetricWrapper):
 
 
 class Accuracy(_MeanOfFunction):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="accuracy", dtype=None):
         super().__init__(accuracy, name=name, dtype=dtype)
 
 
 class BinaryAccuracy(_MeanOfFunction):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="binary_accuracy", dtype=None, threshold=0.5):
         super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
         self.threshold = threshold
 
 
 class CategoricalAccuracy(_MeanOfFunction):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="categorical_accuracy", dtype=None):
         super().__init__(categorical_accuracy, name=name, dtype=dtype)
 
 
 class SparseCategoricalAccuracy(_MeanOfFunction):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="sparse_categorical_accuracy", dtype=None):
         super().__init__(sparse_categorical_accuracy, name=name, dtype=dtype)
 
 
 class TopKCategoricalAccuracy(_MeanOfFunction):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, k=5, name="top_k_categorical_accuracy", dtype=None):
         _check_k(k, "TopKCategoricalAccuracy")
         super().__init__(top_k_categorical_accuracy, name=name, dtype=dtype, k=k)
@@ -477,6 +482,7 @@ class TopKCategoricalAccuracy(_MeanOfFunction):
 
 
 class SparseTopKCategoricalAccuracy(_MeanOfFunction):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, k=5, name="sparse_top_k_categorical_accuracy", dtype=None, from_sorted_ids=False):
         _check_k(k, "SparseTopKCategoricalAccuracy")
         super().__init__(sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=k,
@@ -491,6 +497,7 @@ class SparseTopKCategoricalAccuracy(_MeanOfFunction):
 
 
 class BinaryCrossentropy(_MeanOfFunction):
+    _direction = "down"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="binary_crossentropy", dtype=None, from_logits=False, label_smoothing=0):
         super().__init__(binary_crossentropy, name=name, dtype=dtype, from_logits=from_logits,
                          label_smoothing=label_smoothing)
@@ -498,6 +505,7 @@ class BinaryCrossentropy(_MeanOfFunction):
 
 
 class CategoricalCrossentropy(_MeanOfFunction):
+    _direction = "down"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="categorical_crossentropy", dtype=None, from_logits=False, label_smoothing=0,
                  axis=-1):
         super().__init__(categorical_crossentropy, name=name, dtype=dtype, from_logits=from_logits,
@@ -508,6 +516,7 @@ class CategoricalCrossentropy(_MeanOfFunction):
 class SparseCategoricalCrossentropy(_MeanOfFunction):
     """With ignore_class, ignored samples add 0 and count 1 unless a sample_weight is given,
     which they then zero (as Keras: the values' mask only reaches the weights)."""
+    _direction = "down"  # for monitors in mode "auto" (EarlyStopping, ...)
 
     def __init__(self, name="sparse_categorical_crossentropy", dtype=None, from_logits=False,
                  ignore_class=None, axis=-1):
@@ -525,11 +534,13 @@ class SparseCategoricalCrossentropy(_MeanOfFunction):
 
 
 class MeanSquaredError(_MeanOfFunction):
+    _direction = "down"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="mean_squared_error", dtype=None):
         super().__init__(mean_squared_error, name=name, dtype=dtype)
 
 
 class MeanAbsoluteError(_MeanOfFunction):
+    _direction = "down"  # for monitors in mode "auto" (EarlyStopping, ...)
     def __init__(self, name="mean_absolute_error", dtype=None):
         super().__init__(mean_absolute_error, name=name, dtype=dtype)
 
@@ -703,10 +714,12 @@ class _PrecisionRecall(Metric):
 
 
 class Precision(_PrecisionRecall):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     _second = ("false_positives", 1)
 
 
 class Recall(_PrecisionRecall):
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
     _second = ("false_negatives", 3)
 
 
@@ -720,6 +733,7 @@ class AUC(Metric):
     thresholds (0 - eps, 1/(T-1), ..., 1 + eps) or at the given ones (plus those two ends).
     summation_method: 'interpolation' (trapezoids; for PR, Davis & Goadrich's interpolation
     of tp and fp), 'minoring' (lower rectangles), 'majoring' (upper)."""
+    _direction = "up"  # for monitors in mode "auto" (EarlyStopping, ...)
 
     def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None,
                  dtype=None, thresholds=None, multi_label=False, num_labels=None, label_weights=None,
@@ -958,6 +972,8 @@ class CompileMetrics:
     `metrics` are updated without sample weights and `weighted_metrics` with them; result()
     maps each name to its value, a repeated name getting _1, _2, ... (a weighted metric
     whose name is taken: weighted_<name>)."""
+
+    name = "compile_metrics"  # as Keras: model.metrics_names == ["loss", "compile_metrics"]
 
     def __init__(self, metrics=None, weighted_metrics=None):
         self._metrics = check_metrics_argument(metrics)

@@ -11,19 +11,10 @@ import time
 
 import numpy as np
 
-from fastlstm import _fork, optimizers
+from fastlstm import _fork, callbacks as cb_module, losses, metrics as metrics_module, optimizers
+from fastlstm.callbacks import History  # noqa: F401 (fastlstm.models.History, as before)
 from fastlstm.layers import Layer, LogitsGradient, float_input
-from fastlstm.utils import rng
-
-LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
-EPSILON = 1e-7  # Keras's backend epsilon, for cross-entropy on probabilities
-
-
-class History:
-    """What `fit` returns: `history` maps 'loss', 'accuracy', 'val_loss', 'val_accuracy' to per-epoch lists."""
-
-    def __init__(self):
-        self.history, self.epoch, self.params = {}, [], {}
+from fastlstm.utils import rng, summary_utils
 
 
 class Sequential:
@@ -34,7 +25,7 @@ class Sequential:
     def __init__(self, layers=None, name="sequential"):
         self.name, self.layers = name, []
         self.optimizer = self.loss = None
-        self.metrics = []
+        self.compiled = False
         self._init_locks()
         _fork.register(self)
         for layer in layers or []:
@@ -53,7 +44,9 @@ class Sequential:
         # Locks are per process (layers drop their own scratch). The state is copied under
         # the read lock, so a model pickled while another thread trains holds whole steps.
         with self._weights_lock.reading():
-            return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("_lock", "_weights_lock")})
+            # `history` (the last fit's History callback, which refers back to the model) is not state
+            return copy.deepcopy({k: v for k, v in self.__dict__.items()
+                                  if k not in ("_lock", "_weights_lock", "history")})
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -89,13 +82,13 @@ class Sequential:
         for layer, shape in zip(self.layers, shapes):
             if not layer.built:
                 layer.build(shape)
-        self._output_shape = shapes[-1]
+        self._input_shape, self._output_shape = shapes[0], shapes[-1]
 
     def _ensure_built(self, x):
         if not self.layers:
             raise ValueError("the model has no layers")
         if not self.built:
-            self.build(float_input(x, self.layers[0].name).shape)
+            self.build((None,) + float_input(x, self.layers[0].name).shape[1:])  # any batch size, as Keras
 
     @property
     def weights(self):
@@ -104,21 +97,11 @@ class Sequential:
     def count_params(self):
         return sum(w.size for w in self.weights)
 
-    def summary(self, print_fn=print):
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        shape = (self.layers[0].batch_input_shape() if self.layers else None) or (None, None)
-        for layer in self.layers:
-            shape = layer.output_shape(shape) if layer.built else "?"
-            rows.append((f"{layer.name} ({type(layer).__name__})", str(shape), f"{layer.count_params():,}"))
-        widths = [max(len(r[k]) for r in rows) + 2 for k in range(3)]
-        line = "-" * sum(widths)
-        out = [f'Model: "{self.name}"', line]
-        for k, r in enumerate(rows):
-            out.append("".join(c.ljust(w) for c, w in zip(r, widths)))
-            if k == 0:
-                out.append(line)
-        out += [line, f"Total params: {self.count_params():,}", line]
-        print_fn("\n".join(out))
+    def summary(self, line_length=None, positions=None, print_fn=None):
+        """Keras's table of layers, output shapes and parameter counts (trainable and not)."""
+        if positions is not None:
+            raise ValueError("fastlstm lays the summary out in Keras's default columns: positions must be None")
+        summary_utils.print_summary(self, line_length=line_length, print_fn=print_fn)
 
     # ---- weights ------------------------------------------------------------------------
     def get_weights(self):
@@ -169,27 +152,59 @@ class Sequential:
         self.set_weights(arrays)
 
     # ---- training ----------------------------------------------------------------------
-    def compile(self, loss="categorical_crossentropy", optimizer="adam", metrics=None):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        metrics = list(metrics or [])
-        for m in metrics:
-            if m not in ("accuracy", "acc"):
-                raise ValueError(f"unsupported metric {m!r}; fastlstm reports 'accuracy'")
-        self.loss, self.optimizer = loss, optimizers.get(optimizer)
-        self.metrics = ["accuracy"] if metrics else []
+    def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
+                run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True):
+        """Keras's compile: the optimizer (default 'rmsprop', as Keras), the loss (needed to
+        train or evaluate), metrics (logged under the names given) and weighted_metrics (those
+        also weighted by sample/class weights). run_eagerly, jit_compile and auto_scale_loss
+        change nothing here (fastlstm has no graph to compile)."""
+        if steps_per_execution != 1:
+            raise ValueError("fastlstm runs one batch per step: steps_per_execution must be 1")
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = loss
+        # 'crossentropy'/'ce': binary, sparse or categorical by the first labels' shapes (Keras)
+        self._loss_fn = None if loss is None or str(loss).lower() in ("crossentropy", "ce") else losses.get(loss)
+        if isinstance(loss_weights, (list, tuple)):
+            if len(loss_weights) != 1:
+                raise ValueError(f"a Sequential model has one output: loss_weights must hold one weight, "
+                                 f"got {loss_weights!r}")
+            loss_weights = loss_weights[0]
+        self._loss_weight = np.float32(1.0 if loss_weights is None else loss_weights)
+        # resolved on the first batch (Keras: 'accuracy' by the labels' and output's shapes)
+        self._compile_metrics = (metrics_module.CompileMetrics(metrics, weighted_metrics)
+                                 if metrics is not None or weighted_metrics is not None else None)
+        self._loss_tracker = metrics_module.Mean(name="loss")
+        self.compiled = True
 
-    def _check_compiled(self):
+    @property
+    def metrics(self):
+        """The loss tracker, then the compiled metrics' container (Keras's order)."""
+        if not self.compiled:
+            return []
+        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics is not None else [])
+
+    @property
+    def metrics_names(self):
+        """As Keras 3: ['loss', 'compile_metrics'] with compiled metrics, ['loss'] without."""
+        return [m.name for m in self.metrics]
+
+    def reset_metrics(self):
+        for m in self.metrics:
+            m.reset_state()
+
+    def _check_compiled(self, what):
+        if not self.compiled:
+            raise RuntimeError(f"You must call `compile()` before using the model ({what}).")
         if self.loss is None:
-            raise RuntimeError("call compile() before training or evaluating")
+            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
 
     def _forward(self, x, training):
-        """The last layer's output (a softmax's carries its logits). Masks flow from layer
-        to layer as in Keras."""
+        """(the last layer's output, its mask). A softmax's output carries its logits. Masks
+        flow from layer to layer as in Keras."""
         mask = None
         for layer in self.layers:
             x, mask = layer.call(x, training=training, mask=mask), layer.compute_mask(x, mask)
-        return x
+        return x, mask
 
     def _backward(self, d):
         """Gradients of every weight, in `weights` order, from d = dL/d(output)."""
@@ -199,189 +214,331 @@ class Sequential:
             grads[:0] = g
         return grads
 
-    def _targets(self, y, n):
-        """y checked against the loss and the model's output; returns float32 one-hot or int ids."""
-        k = self._output_shape[-1]
-        y = np.asarray(y)
-        if y.shape[:1] != (n,):
-            raise ValueError(f"x and y hold different numbers of samples: {n} and {y.shape[0] if y.ndim else 'a scalar'}")
-        if self.loss == "sparse_categorical_crossentropy":
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]
-            if y.ndim != 1:
-                raise ValueError(f"sparse labels must have shape (n,) or (n, 1), got {y.shape}")
-            if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
-                raise ValueError("sparse labels must be whole numbers (found NaN, inf or fractions)")
-            if y.dtype.kind not in "fiub":
-                raise TypeError(f"labels must be numbers, got dtype {y.dtype}")
-            if y.size and (y.min() < 0 or y.max() >= k):
-                raise ValueError(f"labels must be in [0, {k}) for a {k}-class output, found {y.min()}..{y.max()}")
-            return y.astype(np.int64)
-        if y.ndim != 2 or y.shape[1] != k:
-            raise ValueError(f"categorical labels must have shape (n, {k}) (one-hot, see to_categorical), got {y.shape}")
-        if y.dtype.kind not in "fiub":
-            raise TypeError(f"labels must be numbers, got dtype {y.dtype}")
-        y = y.astype(np.float32)
-        if not np.all(np.isfinite(y)):
-            raise ValueError("labels contain NaN or inf")
-        return y
+    def _penalties(self):
+        """[(weight, regularizer)] of every layer (Keras adds their sum to the loss)."""
+        return [pair for layer in self.layers for pair in layer.weight_regularizers()]
 
-    def _loss(self, y, out):
-        """Per-sample losses, dL/d(out) of the batch mean (a LogitsGradient when taken from
-        the logits `out` carries), correct count."""
-        logits = getattr(out, "logits", None)
-        probs = np.asarray(out)
-        n = probs.shape[0]
-        if self.loss == "sparse_categorical_crossentropy":
-            onehot = np.zeros_like(probs)
-            onehot[np.arange(n), y] = 1
-            y_true, labels = onehot, y
-        else:
-            y_true, labels = y, np.argmax(y, axis=-1)
-        correct = int(np.sum(np.argmax(probs, axis=-1) == labels))
-        if logits is not None:  # from the logits: stable log-softmax
-            shifted = logits - logits.max(axis=-1, keepdims=True)
-            logp = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-            losses = -np.sum(y_true * logp, axis=-1)
-            dlogits = (probs * y_true.sum(axis=-1, keepdims=True) - y_true) / n
-            return losses, LogitsGradient(dlogits), correct
-        total = probs.sum(axis=-1, keepdims=True)  # Keras on probabilities: normalise, clip
-        p = probs / total
-        pc = np.clip(p, EPSILON, 1 - EPSILON)
-        losses = -np.sum(y_true * np.log(pc), axis=-1)
-        dp = -y_true / pc * ((p > EPSILON) & (p < 1 - EPSILON)) / n
-        dprobs = (dp - np.sum(dp * p, axis=-1, keepdims=True)) / total
-        return losses, dprobs, correct
+    def _update_metrics(self, loss, n, y, out, mask, sample_weight):
+        """Keras's per-batch state: the loss tracker weighted by the batch size; the compiled
+        metrics get the labels as given and the output (its mask folded into the weights of
+        weighted_metrics)."""
+        self._loss_tracker.update_state(loss, sample_weight=n)
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, np.asarray(out), sample_weight=_mask_weights(mask, sample_weight))
 
-    def _train_step(self, x, y):
+    def _logs(self):
+        """{name: value}, sorted by name as Keras's logs are."""
+        logs = {"loss": self._loss_tracker.result(), **self._metric_results()}
+        return dict(sorted(logs.items()))
+
+    def _metric_results(self):
+        return self._compile_metrics.result() if self._compile_metrics is not None else {}
+
+    def _loss_and_gradient(self, labels, out, mask, sample_weight):
+        values, grad = self._loss_fn.values_and_gradient(labels, out)
+        loss, weights, divisor = self._loss_fn.reduce(values, sample_weight, mask)
+        weights = (weights * self._loss_weight)[..., None]
+
+        def scaled(d):  # d * weights / divisor: with unit weights exactly d / divisor
+            return d * weights / divisor
+
+        grad = LogitsGradient(scaled(grad.values)) if isinstance(grad, LogitsGradient) else scaled(grad)
+        return np.float32(loss * self._loss_weight), grad
+
+    def _train_step(self, x, batch):
+        """One optimizer step on x and `batch` (labels as given, prepared labels, sample
+        weights or None); updates the metrics with the batch before the step."""
+        y, labels, sample_weight = batch
         with self._lock:
-            losses, dout, correct = self._loss(y, self._forward(x, training=True))
-            if not np.all(np.isfinite(losses)):
-                raise FloatingPointError("the loss is not finite; lower the learning rate or check the data")
+            out, mask = self._forward(x, training=True)
+            loss, dout = self._loss_and_gradient(labels, out, mask, sample_weight)
             grads = self._backward(dout)
+            index = {id(w): k for k, w in enumerate(self.weights)}
+            for w, reg in self._penalties():
+                loss = np.float32(loss + reg(w))
+                grads[index[id(w)]] = grads[index[id(w)]] + reg.gradient(w)
+            pairs = self._trainable_pairs(grads)
             with self._weights_lock.writing():
-                self.optimizer.apply(grads, self.weights)
-        return float(losses.sum()), correct
+                self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
+            self._update_metrics(loss, len(x), y, out, mask, sample_weight)
 
-    def train_on_batch(self, x, y):
-        """One Adam step on (x, y) -> [loss, accuracy] of the batch (before the step)."""
-        self._check_compiled()
+    def _trainable_pairs(self, grads):
+        """(gradient, weight) of the trainable weights, in `weights` order."""
+        pairs, k = [], 0
+        for layer in self.layers:
+            n = len(layer.weights)
+            if layer.trainable:
+                pairs += list(zip(grads[k:k + n], layer.weights))
+            k += n
+        return pairs
+
+    @property
+    def trainable_weights(self):
+        return [w for layer in self.layers if layer.trainable for w in layer.weights]
+
+    @property
+    def non_trainable_weights(self):
+        return [w for layer in self.layers if not layer.trainable for w in layer.weights]
+
+    def _prepare(self, x, y, sample_weight, class_weight, what):
+        """(x, labels as given, prepared labels, sample weights or None), checked."""
+        x = _as_batchable(x, what)
         self._ensure_built(x)
         n = len(x)
-        if n == 0:
+        if y is None:
+            raise ValueError(f"{what}: labels (y) are needed to compute the loss")
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != n:
+            raise ValueError(f"x and y hold different numbers of samples: {n} and "
+                             f"{len(y) if y.ndim else 'a scalar'}")
+        out_shape = (None,) + tuple(self._output_shape[1:])
+        if self._loss_fn is None:  # loss='crossentropy'
+            is_binary, is_sparse = metrics_module.is_binary_or_sparse_categorical(y, np.empty((1,) + out_shape[1:]))
+            self._loss_fn = (losses.BinaryCrossentropy() if is_binary else losses.SparseCategoricalCrossentropy()
+                             if is_sparse else losses.CategoricalCrossentropy())
+        labels = self._loss_fn.prepare(y, out_shape)
+        if class_weight is not None:
+            if sample_weight is not None:
+                raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")
+            sample_weight = _class_weights_to_sample_weights(y, class_weight)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)
+            if sample_weight.dtype.kind not in "fiub":
+                raise TypeError(f"sample_weight must hold numbers, got dtype {sample_weight.dtype}")
+            if sample_weight.ndim == 2 and sample_weight.shape[1] == 1:
+                sample_weight = sample_weight[:, 0]
+            if sample_weight.shape != (n,):
+                raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got "
+                                 f"{sample_weight.shape}")
+            sample_weight = sample_weight.astype(np.float32)
+            if not np.all(np.isfinite(sample_weight)):
+                raise ValueError("sample_weight contains NaN or inf")
+        return x, y, labels, sample_weight
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        """One optimizer step on (x, y); returns the loss and metrics of the batch (before the
+        step), as Keras: a list in metric order (one value alone), or a dict."""
+        self._check_compiled("train_on_batch")
+        x, y, labels, sample_weight = self._prepare(x, y, sample_weight, class_weight, "train_on_batch")
+        if len(x) == 0:
             raise ValueError("train_on_batch got an empty batch")
-        y = self._targets(y, n)
-        loss, correct = self._train_step(x, y)
-        return self._result(loss / n, correct / n)
+        self.reset_metrics()
+        self._train_step(x, (y, labels, sample_weight))
+        return self._results(self._logs(), return_dict)
 
-    def _result(self, loss, acc):
-        return [loss, acc] if self.metrics else loss
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """The loss and metrics of (x, y), no step."""
+        self._check_compiled("test_on_batch")
+        x, y, labels, sample_weight = self._prepare(x, y, sample_weight, None, "test_on_batch")
+        if len(x) == 0:
+            raise ValueError("test_on_batch got an empty batch")
+        logs = self._evaluation(x, (y, labels, sample_weight), len(x), cb_module.CallbackList())
+        return self._results(logs, return_dict)
 
-    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_data=None,
-            validation_split=0.0, shuffle=True):
-        """Train for `epochs` passes over (x, y), reshuffled each epoch (last batch kept).
+    def predict_on_batch(self, x):
+        return self.predict(x, batch_size=max(1, len(x)), verbose=0)
 
-        `validation_split` takes the last fraction of (x, y), before shuffling, for
-        validation; `validation_data=(x_val, y_val)` overrides it. Ctrl-C stops at the end
-        of the current batch, leaving the model consistent, and raises KeyboardInterrupt.
-        Returns a History.
-        """
-        self._check_compiled()
-        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
-        epochs = _positive_int(epochs, "epochs", allow_zero=True)
-        x = _as_batchable(x, "x")
-        self._ensure_built(x)
-        n = len(x)
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
-        if validation_data is None and validation_split:
-            split = int(math.floor(n * (1.0 - validation_split)))
-            if split in (0, n):
-                raise ValueError(f"{n} samples cannot be split with validation_split={validation_split}")
-            y = np.asarray(y)
-            validation_data = (x[split:], y[split:])
-            x, y = x[:split], y[:split]
-            n = split
-        y = self._targets(y, n)
-        if n == 0:
-            raise ValueError("fit got no training samples")
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            x_val = _as_batchable(validation_data[0], "x_val")
-            y_val = self._targets(validation_data[1], len(x_val))
-        verbose = 1 if verbose == "auto" else verbose
-        steps = math.ceil(n / batch_size)
-        history = History()
-        history.params = {"verbose": verbose, "epochs": epochs, "steps": steps}
-        stop = _StopAtBatchEnd()
-        with stop:
-            for epoch in range(epochs):
-                t0 = time.perf_counter()
-                order = rng().permutation(n) if shuffle else np.arange(n)
-                total_loss, total_correct = 0.0, 0
-                for s in range(0, n, batch_size):
-                    idx = order[s:s + batch_size]
-                    loss, correct = self._train_step(x[idx], y[idx])
-                    total_loss, total_correct = total_loss + loss, total_correct + correct
-                    if stop.requested:
-                        raise KeyboardInterrupt(f"training stopped by Ctrl-C in epoch {epoch + 1}, "
-                                                "after a whole batch; the model is usable")
-                logs = {"loss": total_loss / n}
-                if self.metrics:
-                    logs["accuracy"] = total_correct / n
-                if validation_data is not None:
-                    val = self._evaluate(x_val, y_val, batch_size)
-                    if stop.requested:
-                        raise KeyboardInterrupt(f"training stopped by Ctrl-C during validation in epoch "
-                                                f"{epoch + 1}, after its last batch; the model is usable")
-                    logs["val_loss"] = val[0]
-                    if self.metrics:
-                        logs["val_accuracy"] = val[1]
-                history.epoch.append(epoch)
-                for key, v in logs.items():
-                    history.history.setdefault(key, []).append(v)
-                if verbose:
-                    seconds = time.perf_counter() - t0
-                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in sorted(logs.items()))
-                    print(f"Epoch {epoch + 1}/{epochs}\n{steps}/{steps} - {seconds:.1f}s - "
-                          f"{1000 * seconds / steps:.0f}ms/step - {shown}", flush=True)
-        return history
-
-    # ---- inference ---------------------------------------------------------------------
-    def predict(self, x, batch_size=32, verbose="auto"):
-        """Model outputs (probabilities for a softmax head) for x, in batches. Thread-safe."""
-        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
+    def __call__(self, x, training=False):
+        """The model on an array: its output (probabilities for a softmax head)."""
         x = _as_batchable(x, "x")
         self._ensure_built(x)
         with self._weights_lock.reading():
-            outs = [np.asarray(self._forward(x[g], training=False)) for g in _inference_groups(len(x), batch_size)]
+            return np.asarray(self._forward(x, training=bool(training))[0])
+
+    def _results(self, logs, return_dict):
+        """Keras's evaluate/train_on_batch result: the dict, or the values in metric order
+        (loss, compiled metrics, the rest sorted); one value alone."""
+        if return_dict:
+            return logs
+        names = ["loss"] + list(self._metric_results())
+        values = [logs[k] for k in names if k in logs] + [logs[k] for k in sorted(logs) if k not in names]
+        return values[0] if len(values) == 1 else values
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None, sample_weight=None,
+            initial_epoch=0, steps_per_epoch=None, validation_steps=None, validation_batch_size=None,
+            validation_freq=1):
+        """Keras's fit: epochs `initial_epoch..epochs-1` over (x, y), reshuffled each epoch
+        (last batch kept), with callbacks, class or sample weights, and validation on
+        `validation_data` ((x, y) or (x, y, sample_weight)) or the last `validation_split` of
+        the data (taken before shuffling) every `validation_freq` epochs. Returns the History.
+        Ctrl-C stops at the end of the current batch, leaving the model consistent, and raises
+        KeyboardInterrupt."""
+        self._check_compiled("fit")
+        if steps_per_epoch is not None or validation_steps is not None:
+            raise ValueError("fastlstm trains on arrays: steps_per_epoch and validation_steps must be None "
+                             "(every epoch is one pass over the data)")
+        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
+        epochs = _positive_int(epochs, "epochs", allow_zero=True)
+        initial_epoch = _positive_int(initial_epoch, "initial_epoch", allow_zero=True)
+        verbose = _verbosity(verbose)
+        x = _as_batchable(x, "x")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if validation_data is None and validation_split:
+            n = len(x)
+            split = int(math.floor(n * (1.0 - validation_split)))
+            if split in (0, n):
+                raise ValueError(f"{n} samples cannot be split with validation_split={validation_split}")
+            y, sample_weight = (None if v is None else np.asarray(v) for v in (y, sample_weight))
+            validation_data = (x[split:], None if y is None else y[split:],
+                               None if sample_weight is None else sample_weight[split:])
+            x, y = x[:split], None if y is None else y[:split]
+            sample_weight = None if sample_weight is None else sample_weight[:split]
+        x, y, labels, sample_weight = self._prepare(x, y, sample_weight, class_weight, "fit")
+        n = len(x)
+        if n == 0:
+            raise ValueError("fit got no training samples")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val)")
+            x_val, *val = self._prepare(*validation_data, *([None] * (3 - len(validation_data))), None,
+                                        "validation_data")
+            val_batch = _positive_int(validation_batch_size or batch_size, "validation_batch_size")
+        if not (isinstance(validation_freq, list) or (isinstance(validation_freq, int) and validation_freq > 0)):
+            raise ValueError("Expected `validation_freq` to be a list or int. "
+                             f"Received: validation_freq={validation_freq} of the type {type(validation_freq)}.")
+        steps = math.ceil(n / batch_size)
+        callbacks = cb_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
+                                           verbose=verbose, epochs=epochs, steps=steps)
+        self.stop_training = False
+        callbacks.on_train_begin()
+        logs = {}
+        stop = _StopAtBatchEnd()
+        with stop:
+            for epoch in range(initial_epoch, epochs):
+                self.reset_metrics()
+                callbacks.on_epoch_begin(epoch)
+                order = rng().permutation(n) if shuffle else np.arange(n)
+                for step, s in enumerate(range(0, n, batch_size)):
+                    callbacks.on_train_batch_begin(step)
+                    idx = order[s:s + batch_size]
+                    self._train_step(x[idx], (y[idx], labels[idx], None if sample_weight is None else sample_weight[idx]))
+                    if stop.requested:
+                        raise KeyboardInterrupt(f"training stopped by Ctrl-C in epoch {epoch + 1}, "
+                                                "after a whole batch; the model is usable")
+                    callbacks.on_train_batch_end(step, self._logs())
+                    if self.stop_training:
+                        break
+                logs = self._logs()
+                if validation_data is not None and (epoch + 1 in validation_freq if isinstance(validation_freq, list)
+                                                    else (epoch + 1) % validation_freq == 0):
+                    val_logs = self._evaluation(x_val, val, val_batch, callbacks)
+                    if stop.requested:
+                        raise KeyboardInterrupt(f"training stopped by Ctrl-C during validation in epoch "
+                                                f"{epoch + 1}, after its last batch; the model is usable")
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                callbacks.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        callbacks.on_train_end(logs=logs)
+        return callbacks.history
+
+    # ---- inference ---------------------------------------------------------------------
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Model outputs (probabilities for a softmax head) for x, in batches. Thread-safe."""
+        if steps is not None:
+            raise ValueError("fastlstm predicts on arrays: steps must be None")
+        batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
+        verbose = _verbosity(verbose)
+        x = _as_batchable(x, "x")
+        self._ensure_built(x)
+        callbacks = cb_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
+                                           epochs=1, steps=math.ceil(len(x) / batch_size))
+        callbacks.on_predict_begin()
+        outs = []
+        for group in _inference_groups(len(x), batch_size):
+            with self._weights_lock.reading():
+                out = np.asarray(self._forward(x[group], training=False)[0])
+            for s in range(0, len(out), batch_size):  # each batch's hooks, in order
+                step = (group.start + s) // batch_size
+                callbacks.on_predict_batch_begin(step)
+                outs.append(out[s:s + batch_size])
+                callbacks.on_predict_batch_end(step, {"outputs": outs[-1]})
+        callbacks.on_predict_end()
         if not outs:
             return np.zeros((0,) + tuple(self._output_shape[1:]), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
-    def _evaluate(self, x, y, batch_size):
-        total_loss, total_correct, n = 0.0, 0, len(x)
-        if n == 0:
-            raise ValueError("evaluate got no samples")
-        with self._weights_lock.reading():
-            for g in _inference_groups(n, batch_size):
-                losses, _, correct = self._loss(y[g], self._forward(x[g], training=False))
-                for s in range(0, len(losses), batch_size):  # summed batch by batch, as always
-                    total_loss += float(losses[s:s + batch_size].sum())
-                total_correct += correct
-        return total_loss / n, total_correct / n
+    def _evaluate(self, x, batch, batch_size, callbacks):
+        """Loss and metrics of x batch by batch into the model's state (each batch's loss is
+        its own mean, as Keras). The forward runs ~1024 rows at a time (a row's result does
+        not depend on the rows beside it); each batch's hooks run in order."""
+        y, labels, sample_weight = batch
+        n = len(x)
+        for group in _inference_groups(n, batch_size):
+            with self._weights_lock.reading():
+                out, mask = self._forward(x[group], training=False)
+            for s in range(0, len(out), batch_size):
+                rows = slice(group.start + s, min(group.start + s + batch_size, n))
+                step = rows.start // batch_size
+                callbacks.on_test_batch_begin(step)
+                part = out[s:s + batch_size]
+                part_mask = None if mask is None else mask[s:s + batch_size]
+                sw = None if sample_weight is None else sample_weight[rows]
+                loss, _ = self._loss_and_gradient(labels[rows], part, part_mask, sw)
+                loss = np.float32(loss + sum((reg(w) for w, reg in self._penalties()), np.float32(0)))
+                self._update_metrics(loss, len(part), y[rows], part, part_mask, sw)
+                callbacks.on_test_batch_end(step, self._logs())
 
-    def evaluate(self, x, y, batch_size=32, verbose="auto"):
-        """[loss, accuracy] over (x, y) (just the loss when compiled without metrics)."""
-        self._check_compiled()
+    def _evaluation(self, x, batch, batch_size, callbacks):
+        """One evaluation run with its test hooks: the logs."""
+        self.reset_metrics()
+        callbacks.on_test_begin()
+        self._evaluate(x, batch, batch_size, callbacks)
+        logs = self._logs()
+        callbacks.on_test_end(logs)
+        return logs
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
+                 callbacks=None, return_dict=False):
+        """The loss and metrics over (x, y), as Keras: [loss, metrics...] (the loss alone when
+        compiled without metrics), or a dict with return_dict=True."""
+        self._check_compiled("evaluate")
+        if steps is not None:
+            raise ValueError("fastlstm evaluates arrays: steps must be None")
         batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
-        x = _as_batchable(x, "x")
-        self._ensure_built(x)
-        loss, acc = self._evaluate(x, self._targets(y, len(x)), batch_size)
-        if (1 if verbose == "auto" else verbose):
-            print(f"{len(x)} samples - loss: {loss:.4f}" + (f" - accuracy: {acc:.4f}" if self.metrics else ""))
-        return self._result(loss, acc)
+        verbose = _verbosity(verbose)
+        x, y, labels, sample_weight = self._prepare(x, y, sample_weight, None, "evaluate")
+        if len(x) == 0:
+            raise ValueError("evaluate got no samples")
+        callbacks = cb_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
+                                           epochs=1, steps=math.ceil(len(x) / batch_size))
+        logs = self._evaluation(x, (y, labels, sample_weight), batch_size, callbacks)
+        return self._results(logs, return_dict)
+
+
+def _verbosity(verbose):
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+    return int(verbose)
+
+
+def _mask_weights(mask, sample_weight):
+    """Sample weights with the output's mask folded in, as Keras's metrics take them."""
+    if mask is None:
+        return sample_weight
+    m = np.asarray(mask, np.float32)
+    if sample_weight is None:
+        return m
+    sw = np.asarray(sample_weight, np.float32)
+    return m * sw.reshape(sw.shape + (1,) * (m.ndim - sw.ndim))
+
+
+def _class_weights_to_sample_weights(y, class_weight):
+    """Keras's rule: each sample weighs class_weight[its class] (1.0 for classes not in the
+    dict); the class is the argmax of one-hot rows, else the rounded label."""
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+    y = np.asarray(y)
+    if y.ndim > 1:
+        y = np.argmax(y, axis=-1) if y.shape[-1] != 1 else y[..., 0]
+    y = np.round(y).astype(np.int64)
+    if y.ndim != 1:
+        raise ValueError("class_weight needs one class per sample (labels of shape (n,), (n, 1) or one-hot (n, k))")
+    return np.array([class_weight.get(int(c), 1.0) for c in y], np.float32)
 
 
 _INFERENCE_ROWS = 1024  # about this many rows per forward call in predict and evaluate

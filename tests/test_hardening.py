@@ -186,13 +186,13 @@ def test_forked_child_predicts_the_same_after_threaded_use():
         m = Sequential([Embedding(50, 16), LSTM(32), Dense(4, activation="softmax")])
         x = np.random.default_rng(0).integers(0, 50, size=(300, 20))
         fastlstm.set_num_threads(2)
-        want = m.predict(x)
+        want = m.predict(x, verbose=0)
         def child(q):
             fastlstm.set_num_threads(2)
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
-                got = m.predict(x)
-                got2 = m.predict(x)
+                got = m.predict(x, verbose=0)
+                got2 = m.predict(x, verbose=0)
             q.put((got, got2, [str(a.message) for a in w], fastlstm.get_num_threads()))
         ctx = mp.get_context("fork")
         q = ctx.Queue()
@@ -204,7 +204,7 @@ def test_forked_child_predicts_the_same_after_threaded_use():
         assert np.array_equal(got, want) and np.array_equal(got2, want)
         assert len(warned) == 1 and "fork" in warned[0], warned
         assert n == 1
-        assert np.array_equal(m.predict(x), want) and fastlstm.get_num_threads() == 2  # parent unaffected
+        assert np.array_equal(m.predict(x, verbose=0), want) and fastlstm.get_num_threads() == 2  # parent unaffected
         print("ok")
     """, timeout=90)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-3000:]
@@ -234,7 +234,7 @@ def test_fork_while_another_thread_trains_gives_a_working_child():
         t = threading.Thread(target=train)
         t.start()
         def child(q):
-            q.put((m.predict(x[:5]).shape, m.train_on_batch(x[:8], y[:8]) > 0))
+            q.put((m.predict(x[:5], verbose=0).shape, m.train_on_batch(x[:8], y[:8]) > 0))
         ctx = mp.get_context("fork")
         ok = True
         for attempt in range(10):  # forks at different points of the training steps

@@ -29,5 +29,5 @@ def test_cli_runs_one_short_epoch(data_dir, tmp_path, capsys):
     assert main(["train-reuters", "--epochs", "1", "--units", "8", "--embedding-dim", "8",
                  "--maxlen", "20", "--seed", "3", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "Epoch 1/1" in out and "test accuracy" in out
+    assert "/step - accuracy: " in out and "test accuracy" in out  # Keras prints no "Epoch 1/1"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
