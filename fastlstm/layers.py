@@ -8,7 +8,6 @@ rows of its table; any other layer materialises it), and a softmax Dense's outpu
 its logits (`Output.logits`, as Keras's `_keras_logits`), so the loss is taken from them.
 A layer is callable on arrays (`LSTM(8)(x)`): it is built from the input's shape.
 """
-import inspect
 import threading
 
 import numpy as np
@@ -91,10 +90,12 @@ class Layer:
         self._init_scratch()
 
     def __getstate__(self):
-        # A built layer's initializers have done their work; dropping them lets a model
-        # built with lambda initializers pickle.
+        # A built layer's custom initializers have done their work; dropping them lets a
+        # model built with lambda initializers pickle (Keras's own initializers stay: they
+        # pickle, and get_config writes them).
         return {k: v for k, v in self.__dict__.items()
-                if k not in self._scratch and not (self.built and k.endswith("_initializer"))}
+                if k not in self._scratch and not (self.built and k.endswith("_initializer")
+                                                   and not isinstance(v, initializers.Initializer))}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -136,6 +137,29 @@ class Layer:
         """The trainable arrays, in Keras's order."""
         return []
 
+    def get_config(self):
+        """Keras's config of this layer: its constructor's arguments by Keras's names, as
+        Keras writes them in a .keras file (initializers as {"class_name", "config"} dicts).
+        `type(self).from_config(config)` makes a new, unbuilt layer like it."""
+        return {"name": self.name, "trainable": getattr(self, "trainable", True), "dtype": _float32_policy()}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new, unbuilt layer from a get_config() dict, Keras's or fastlstm's. Entries of
+        Keras's config that ask for nothing different here (float32 dtype, no regularizer
+        or constraint, stateful=False, unroll, ...) are dropped; any other goes to the
+        constructor, which rejects what fastlstm does not have, naming it."""
+        return cls(**{k: v for k, v in config.items() if not _changes_nothing(k, v)})
+
+    def _initializer_config(self, attr):
+        """Keras's config of the initializer in `attr`. A built layer's custom callable
+        (dropped when the layer is pickled) is None: Keras's default, as the weights
+        themselves are what a file holds; an unbuilt layer's stays the callable."""
+        init = getattr(self, attr, None)
+        if self.built and not isinstance(init, initializers.Initializer):
+            return None
+        return initializers.serialize(init)
+
     def count_params(self):
         return sum(w.size for w in self.weights)
 
@@ -143,10 +167,46 @@ class Layer:
         """A new weight array: float32, C-contiguous (the kernels and Adam update it in place),
         always a copy (training must not change an array the initializer handed over)."""
         shape = tuple(int(s) for s in shape)
+        initializer = initializers.GlorotUniform() if initializer is None else initializer  # Keras's default
         w = np.array(initializer(shape), dtype=np.float32, order="C", copy=True)
         if w.shape != shape:
             raise ValueError(f"{self.name}: the initializer returned shape {w.shape}, expected {shape}")
         return w
+
+
+def _float32_policy():
+    """The dtype entry of a layer's config, as Keras writes it (fastlstm computes in float32)."""
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
+
+
+# Keras config entries that change nothing in fastlstm at these values (from_config drops them)
+_NEUTRAL = {"trainable": True, "stateful": False, "sparse": False, "ragged": False, "optional": False,
+            "data_format": "channels_last"}
+
+
+def _changes_nothing(key, value):
+    if key == "dtype":
+        if isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+            value = (value.get("config") or {}).get("name")
+        return value in (None, "float32")
+    if key == "unroll":
+        return isinstance(value, bool)  # an execution strategy of Keras's: the same numbers
+    if key.endswith(("_regularizer", "_constraint")) or key in ("quantization_config", "lora_rank", "lora_alpha"):
+        return value is None
+    return key in _NEUTRAL and _NEUTRAL[key] == value and type(_NEUTRAL[key]) is type(value)
+
+
+def _serialized(obj):
+    """A config value as Keras writes it: None, a name, or an object's config dict."""
+    from fastlstm import saving  # saving reads the layers: imported when first used
+    return saving.serialize_keras_object(obj)
+
+
+def _activation_config(activation):
+    """Keras's name of an activation (None is "linear")."""
+    if activation is None:
+        return "linear"
+    return activation if isinstance(activation, str) else getattr(activation, "__name__", activation)
 
 
 def float_input(x, layer_name):
@@ -195,6 +255,13 @@ class Embedding(Layer):
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
         self.mask_zero = bool(mask_zero)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "embeddings_initializer": self._initializer_config("embeddings_initializer"),
+                "embeddings_regularizer": _serialized(getattr(self, "embeddings_regularizer", None)),
+                "activity_regularizer": _serialized(getattr(self, "activity_regularizer", None)),
+                "embeddings_constraint": None, "mask_zero": self.mask_zero, "quantization_config": None}
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(self.embeddings_initializer, (self.input_dim, self.output_dim))
@@ -264,6 +331,14 @@ class Dense(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": _activation_config(self.activation),
+                "use_bias": self.use_bias, "kernel_initializer": self._initializer_config("kernel_initializer"),
+                "bias_initializer": self._initializer_config("bias_initializer"),
+                "kernel_regularizer": _serialized(getattr(self, "kernel_regularizer", None)),
+                "bias_regularizer": _serialized(getattr(self, "bias_regularizer", None)),
+                "kernel_constraint": None, "bias_constraint": None, "quantization_config": None}
+
     def build(self, input_shape):
         self._check_features(input_shape)
         self.kernel = self.add_weight(self.kernel_initializer, (int(input_shape[-1]), self.units))
@@ -331,6 +406,9 @@ class Masking(Layer):
         if kwargs:
             raise TypeError(f"Masking got unexpected arguments {sorted(kwargs)}")
         self.mask_value = mask_value
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}
 
     def build(self, input_shape=None):
         self.built = True
@@ -442,12 +520,21 @@ class _Recurrent(Layer):
         self.built = True
 
     def get_config(self):
-        """The constructor's arguments (Keras's names), as this layer holds them: type(self)(
-        **config) makes a new, unbuilt layer like it."""
-        names = set(inspect.signature(type(self).__init__).parameters) | {"zero_output_for_mask"}
+        """Keras's RNN config (as Keras, `implementation` is not in it)."""
+        config = {**super().get_config(), "return_sequences": self.return_sequences,
+                  "return_state": self.return_state, "go_backwards": self.go_backwards, "stateful": False,
+                  "unroll": False, "zero_output_for_mask": self.zero_output_for_mask, "units": self.units,
+                  "activation": _activation_config(self.activation)}
         if self._gates > 1:
-            names.add("implementation")
-        return {k: getattr(self, k) for k in sorted(names) if k not in ("self", "kwargs") and hasattr(self, k)}
+            config["recurrent_activation"] = _activation_config(self.recurrent_activation)
+        config["use_bias"] = self.use_bias
+        for kind in ("kernel", "recurrent", "bias"):
+            config[f"{kind}_initializer"] = self._initializer_config(f"{kind}_initializer")
+        for kind in ("kernel", "recurrent", "bias", "activity"):
+            config[f"{kind}_regularizer"] = _serialized(getattr(self, f"{kind}_regularizer", None))
+        for kind in ("kernel", "recurrent", "bias"):
+            config[f"{kind}_constraint"] = None
+        return {**config, "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout, "seed": self.seed}
 
     def _build_bias(self):
         return self.add_weight(self.bias_initializer, (self._gates * self.units,))
@@ -677,6 +764,9 @@ class LSTM(_Recurrent):
                          go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
         self.unit_forget_bias = unit_forget_bias
 
+    def get_config(self):
+        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+
     def _build_bias(self):
         bias = super()._build_bias()
         if self.unit_forget_bias:
@@ -705,6 +795,9 @@ class GRU(_Recurrent):
         self.reset_after = bool(reset_after)
         self._cell = "gru" if self.reset_after else "gru_reset_before"
 
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}
+
     def _build_bias(self):
         return self.add_weight(self.bias_initializer, (2, 3 * self.units) if self.reset_after else (3 * self.units,))
 
@@ -732,6 +825,11 @@ class SimpleRNN(_Recurrent):
         super().__init__(units, activation, "sigmoid", use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
                          go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["seed"]  # as Keras's SimpleRNN: its config has no seed
+        return config
 
 
 def _add_input_gradients(a, b):
@@ -764,11 +862,11 @@ class Bidirectional(Layer):
             raise ValueError(f"backward_layer must be a recurrent layer, got {type(backward_layer).__name__}")
         if merge_mode not in self._MERGES:
             raise ValueError(f"Invalid merge mode {merge_mode!r}; one of {self._MERGES}")
-        config = layer.get_config()
-        self.forward_layer = type(layer)(**{**config, "name": "forward_" + layer.name.removeprefix("forward_")})
+        config = layer.get_config()  # as Keras: new layers from the given one's config
+        self.forward_layer = type(layer).from_config({**config, "name": "forward_" + layer.name.removeprefix("forward_")})
         if backward_layer is None:
-            backward_layer = type(layer)(**{**config, "go_backwards": True,
-                                            "name": "backward_" + layer.name.removeprefix("backward_")})
+            backward_layer = type(layer).from_config({**config, "go_backwards": True,
+                                                      "name": "backward_" + layer.name.removeprefix("backward_")})
         self.backward_layer = backward_layer
         fwd, bwd = self.forward_layer, self.backward_layer
         if fwd.go_backwards == bwd.go_backwards:
@@ -783,6 +881,19 @@ class Bidirectional(Layer):
         self.return_sequences, self.return_state = fwd.return_sequences, fwd.return_state
 
     _scratch = ("_y", "_y_rev")
+
+    def get_config(self):
+        return {**super().get_config(), "merge_mode": self.merge_mode, "layer": _serialized(self.forward_layer),
+                "backward_layer": _serialized(self.backward_layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        from fastlstm import saving
+        config = dict(config)
+        config["layer"] = saving.deserialize_layer(config["layer"])
+        if config.get("backward_layer") is not None:
+            config["backward_layer"] = saving.deserialize_layer(config["backward_layer"])
+        return super().from_config(config)
 
     def build(self, input_shape):
         for sub in (self.forward_layer, self.backward_layer):

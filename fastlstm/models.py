@@ -2,18 +2,16 @@
 import contextlib
 import copy
 import math
-import os
-import secrets
 import signal
-import stat
 import threading
 import time
 
 import numpy as np
 
-from fastlstm import _fork, callbacks as cb_module, losses, metrics as metrics_module, optimizers
+from fastlstm import _fork, callbacks as cb_module, layers, losses, metrics as metrics_module, optimizers, saving
 from fastlstm.callbacks import History  # noqa: F401 (fastlstm.models.History, as before)
 from fastlstm.layers import Layer, LogitsGradient, float_input
+from fastlstm.saving import load_model, save_model  # Keras's keras.models.load_model / save_model
 from fastlstm.utils import rng, summary_utils
 
 
@@ -83,6 +81,7 @@ class Sequential:
             if not layer.built:
                 layer.build(shape)
         self._input_shape, self._output_shape = shapes[0], shapes[-1]
+        self._build_input_shape = (None,) + tuple(input_shape)[1:]  # for get_config, as Keras
 
     def _ensure_built(self, x):
         if not self.layers:
@@ -127,29 +126,54 @@ class Sequential:
             for w, a in zip(current, new):
                 w[...] = a
 
-    def save_weights(self, filepath):
-        """Write all weights to an .npz file, atomically (a temporary file, then rename).
-        A new file's mode follows the umask and an existing file keeps its own, as with
-        np.savez."""
-        filepath = _npz_path(filepath)
-        folder, name = os.path.split(os.path.abspath(filepath))
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask
-        try:
-            if os.path.exists(filepath):  # as np.savez over an existing file: its mode stays
-                os.chmod(fd, stat.S_IMODE(os.stat(filepath).st_mode))
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, *self.get_weights())
-            os.replace(tmp, filepath)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    def save_weights(self, filepath, overwrite=True, max_shard_size=None):
+        """Write all weights, atomically: Keras's layout for a name ending in .weights.h5
+        (keras's model.load_weights reads it), else numpy's .npz."""
+        saving.save_weights(self, filepath, overwrite, max_shard_size)
 
-    def load_weights(self, filepath):
-        """Read weights written by `save_weights`; counts and shapes are checked."""
-        with np.load(_npz_path(filepath), allow_pickle=False) as f:
-            arrays = [f[f"arr_{k}"] for k in range(len(f.files))]
-        self.set_weights(arrays)
+    def load_weights(self, filepath, skip_mismatch=False):
+        """Read weights from a .weights.h5 or .keras file (fastlstm's or Keras's) or from an
+        .npz file; counts and shapes are checked before any weight changes."""
+        saving.load_weights(self, filepath, skip_mismatch)
+
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Keras 3's .keras file of the model (config, weights, compile settings and optimizer
+        state): keras.models.load_model and fastlstm.models.load_model read it."""
+        saving.save_model(self, filepath, overwrite, zipped, **kwargs)
+
+    def get_config(self):
+        """Keras's Sequential config: the name, each layer's config ({"module", "class_name",
+        "config", ...}) and, once built, the input shape it was built for."""
+        config = {"name": self.name, "trainable": True, "dtype": layers._float32_policy(),
+                  "layers": [saving.serialize_keras_object(layer, f"layers[{k}]") for k, layer in enumerate(self.layers)]}
+        shape = getattr(self, "_build_input_shape", None)
+        if self.built and shape is not None:
+            config["build_input_shape"] = list(shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A new model from a Sequential config (Keras's or get_config()'s): each layer from
+        its config (by Keras's class_name, see saving.deserialize_layer), built for the
+        config's input shape."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"A Sequential model configuration must be a dictionary with a 'layers' list. "
+                             f"Received: config={config!r}")
+        for key in ("trainable", "dtype"):
+            if key in config and not layers._changes_nothing(key, config[key]):
+                raise ValueError(f"a Sequential model with {key}={config[key]!r} is not supported by fastlstm")
+        model = cls(name=config.get("name", "sequential"))
+        shape = config.get("build_input_shape")
+        with saving._custom_object_scope(custom_objects):
+            for layer_config in config["layers"]:
+                if layer_config.get("class_name") == "InputLayer" and not hasattr(layers, "InputLayer"):
+                    # until fastlstm.layers has an InputLayer: Keras's input shape builds the model
+                    shape = shape or (layer_config.get("config") or {}).get("batch_shape")
+                    continue
+                model.add(saving.deserialize_layer(layer_config))
+        if shape and model.layers and not model.built:
+            model.build(shape)
+        return model
 
     # ---- training ----------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
@@ -160,6 +184,10 @@ class Sequential:
         change nothing here (fastlstm has no graph to compile)."""
         if steps_per_execution != 1:
             raise ValueError("fastlstm runs one batch per step: steps_per_execution must be 1")
+        # as given, for get_compile_config (Keras's file keeps what the user wrote: "acc" stays "acc")
+        self._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
+                              "weighted_metrics": weighted_metrics, "run_eagerly": run_eagerly,
+                              "steps_per_execution": steps_per_execution, "jit_compile": jit_compile}
         self.optimizer = optimizers.get(optimizer)
         self.loss = loss
         # 'crossentropy'/'ce': binary, sparse or categorical by the first labels' shapes (Keras)
@@ -175,6 +203,11 @@ class Sequential:
                                  if metrics is not None or weighted_metrics is not None else None)
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
+
+    def get_compile_config(self):
+        """Keras's compile_config: the optimizer serialised, the other arguments as given."""
+        return {"optimizer": optimizers.serialize(self.optimizer),
+                **{k: saving.serialize_keras_object(v, k) for k, v in self._compile_args.items()}}
 
     @property
     def metrics(self):
@@ -568,15 +601,6 @@ def _as_batchable(x, name):
     if x.ndim < 2:
         raise ValueError(f"{name} must have a batch and a time axis, got shape {x.shape}")
     return x
-
-
-def _npz_path(filepath):
-    """filepath for a weights file: fastlstm writes .npz; Keras's formats are a clear error."""
-    filepath = os.fspath(filepath)
-    if filepath.lower().endswith((".h5", ".hdf5", ".keras")):
-        raise ValueError(f"{filepath!r}: fastlstm reads and writes weights as .npz files (numpy's "
-                         "format) for now, not Keras's HDF5 or .keras files; use a name ending in .npz")
-    return filepath
 
 
 class _ReadWriteLock:

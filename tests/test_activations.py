@@ -53,7 +53,7 @@ def test_activations_match_reference(rng, combo, tokens):
 def test_activation_none_is_linear_and_config_round_trips():
     layer = SimpleRNN(3, activation=None)
     assert layer.activation == "linear"
-    again = LSTM(**LSTM(4, activation="relu", recurrent_activation="hard_sigmoid").get_config())
+    again = LSTM.from_config(LSTM(4, activation="relu", recurrent_activation="hard_sigmoid").get_config())
     assert (again.activation, again.recurrent_activation) == ("relu", "hard_sigmoid")
 
 

@@ -51,7 +51,7 @@ def test_config_and_weights():
     g = GRU(4, reset_after=False)
     g.build((None, None, 3))
     assert [w.shape for w in g.weights] == [(3, 12), (4, 12), (12,)]
-    assert GRU(**g.get_config()).reset_after is False
+    assert GRU.from_config(g.get_config()).reset_after is False
     assert Bidirectional(g).backward_layer.reset_after is False
 
 

@@ -416,3 +416,48 @@ def test_crossentropy_loss_is_chosen_by_the_label_shapes(rng):
         m.compile(optimizer="adam", loss="ce" if head == 1 else "crossentropy")
         m.train_on_batch(x, labels)
         assert type(m._loss_fn) is want
+
+
+@pytest.mark.keras
+def test_model_checkpoint_saves_the_epochs_keras_saves(rng, tmp_path):
+    import keras
+    x, y = _data(rng)
+    m, km = _compiled("sparse_categorical_crossentropy", ["accuracy"])
+    for model, mod, folder in ((m, callbacks, tmp_path / "m"), (km, keras.callbacks, tmp_path / "k")):
+        cbs = [mod.ModelCheckpoint(str(folder / "e{epoch:02d}-{val_loss:.3f}.keras"), save_best_only=True,
+                                   monitor="val_accuracy"),
+               mod.ModelCheckpoint(str(folder / "w.weights.h5"), save_weights_only=True, save_freq=3)]
+        model.fit(x, y, batch_size=10, epochs=4, shuffle=False, validation_data=(x[:20], y[:20]), callbacks=cbs,
+                  verbose=0)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(p.name for p in (tmp_path / "k").iterdir())
+    last = sorted((tmp_path / "m").glob("*.keras"))[-1]
+    np.testing.assert_allclose(keras.models.load_model(last).predict(x, verbose=0),
+                               fastlstm.models.load_model(last).predict(x, verbose=0), atol=3e-6)
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        callbacks.ModelCheckpoint("w.keras", save_weights_only=True)
+
+
+@pytest.mark.keras
+def test_compile_config_goes_both_ways_through_keras_files(rng, tmp_path):
+    """compile's arguments as written (an optimizer's options, loss and metric objects, 'acc')
+    are in the .keras file, and Keras's own file compiles fastlstm's model alike."""
+    import keras
+    x, _ = _data(rng)
+    y = (rng.random(len(x)) > 0.5).astype(np.float32)
+    m, km = _models(head=1, activation="sigmoid")
+    m.compile(optimizer=fastlstm.optimizers.RMSprop(0.01, momentum=0.5),
+              loss=losses.BinaryCrossentropy(label_smoothing=0.1), metrics=["acc", fastlstm.metrics.AUC()])
+    m.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer).__name__ == "RMSprop" and float(loaded.optimizer.momentum) == 0.5
+    assert type(loaded.loss).__name__ == "BinaryCrossentropy" and loaded.loss.label_smoothing == 0.1
+    km.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+               loss=keras.losses.BinaryCrossentropy(from_logits=False), metrics=["acc"])
+    km.train_on_batch(x, y)
+    km.save(tmp_path / "k.keras")
+    back = fastlstm.models.load_model(tmp_path / "k.keras")
+    assert type(back.optimizer) is fastlstm.optimizers.SGD and back.optimizer.nesterov
+    for _ in range(2):
+        np.testing.assert_allclose(back.train_on_batch(x, y), km.train_on_batch(x, y), rtol=2e-5)
+    _assert_weights(back, km)
+    assert list(back.evaluate(x, y, return_dict=True, verbose=0)) == ["acc", "loss"]
