@@ -5,11 +5,13 @@ The forward and backward through time run in C++ (``fastlstm._core``); the rest 
 thin numpy. The API follows Keras: ``datasets.reuters``, ``preprocessing``, ``layers``,
 ``Sequential``, ``optimizers.Adam``. See README.md.
 """
-from fastlstm import datasets, layers, optimizers, preprocessing, utils
+from fastlstm import activations, backend, datasets, layers, optimizers, preprocessing, regularizers, utils
 from fastlstm._core import get_num_threads, set_num_threads
+from fastlstm.layers import Input
 from fastlstm.models import History, Sequential
 from fastlstm.train import TrainResult, reuters_model, train_reuters
 
-__all__ = ["datasets", "layers", "optimizers", "preprocessing", "utils", "get_num_threads",
-           "set_num_threads", "History", "Sequential", "TrainResult", "reuters_model", "train_reuters"]
+__all__ = ["activations", "backend", "datasets", "layers", "optimizers", "preprocessing", "regularizers", "utils",
+           "get_num_threads", "set_num_threads", "Input", "History", "Sequential", "TrainResult", "reuters_model",
+           "train_reuters"]
 __version__ = "0.1.0"

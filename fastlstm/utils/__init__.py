@@ -3,6 +3,8 @@ import random
 
 import numpy as np
 
+from fastlstm.backend import clear_session  # noqa: F401  (Keras has keras.utils.clear_session too)
+
 _rng = np.random.default_rng()
 
 
