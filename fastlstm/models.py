@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from fastlstm import _fork, optimizers
-from fastlstm.layers import Layer, LogitsGradient, float_input
+from fastlstm.layers import InputLayer, Layer, LogitsGradient, float_input
 from fastlstm.utils import rng
 
 LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
@@ -62,10 +62,20 @@ class Sequential:
 
     # ---- structure --------------------------------------------------------------------
     def add(self, layer):
+        # [lay] keras.Input(...) / InputLayer(...) as the first item, as in Keras: it fixes the
+        # input shape and, as in Keras, is not one of `layers`.
+        if isinstance(getattr(layer, "_keras_history", None), tuple) and isinstance(layer._keras_history[0], InputLayer):
+            layer = layer._keras_history[0]
+        if isinstance(layer, InputLayer):
+            if self.layers or getattr(self, "_input_layer", None) is not None:
+                raise ValueError(f"Sequential model '{self.name}' already has its input: an Input or InputLayer "
+                                 "can only be its first item")
+            self._input_layer = layer
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes fastlstm layers, got {type(layer).__name__}")
         self.layers.append(layer)
-        shape = self.layers[0].batch_input_shape()
+        shape = (getattr(self, "_input_layer", None) or self.layers[0]).batch_input_shape()
         if shape is not None:
             try:
                 self.build(shape)
