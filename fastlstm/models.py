@@ -239,7 +239,8 @@ class Sequential:
     def _loss(self, y, out):
         """Per-sample losses, dL/d(out) of the batch mean (a LogitsGradient when taken from
         the logits `out` carries), correct count."""
-        logits = getattr(out, "logits", None)
+        # [lay] a sigmoid's output carries its logits too: log-softmax is for a softmax's only
+        logits = getattr(out, "logits", None) if getattr(out, "activation", None) == "softmax" else None
         probs = np.asarray(out)
         n = probs.shape[0]
         if self.loss == "sparse_categorical_crossentropy":

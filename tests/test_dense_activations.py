@@ -121,3 +121,18 @@ def test_models_with_new_activations_train_like_keras(rng, stack):
     x = rng.integers(1, 30, size=(32, 9))
     x[:, :3] = 0
     assert_same_training(m, km, x, to_categorical(rng.integers(0, 3, size=32), 3))
+
+
+@pytest.mark.keras
+def test_sigmoid_head_with_categorical_crossentropy_trains_like_keras(rng):
+    """A sigmoid's logits are not a softmax's: categorical cross-entropy reads its
+    probabilities (normalised and clipped, as Keras's)."""
+    import keras
+
+    km = keras.Sequential([keras.Input(shape=(None,), dtype="int32"), keras.layers.Embedding(30, 6),
+                           keras.layers.LSTM(5), keras.layers.Dense(3, activation="sigmoid")])
+    km.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.Adam())
+    m = Sequential([Embedding(30, 6), LSTM(5), Dense(3, activation="sigmoid")])
+    m.compile(loss="categorical_crossentropy", optimizer="adam")
+    x = rng.integers(1, 30, size=(32, 9))
+    assert_same_training(m, km, x, to_categorical(rng.integers(0, 3, size=32), 3))
