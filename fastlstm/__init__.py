@@ -5,12 +5,14 @@ The forward and backward through time run in C++ (``fastlstm._core``); the rest 
 thin numpy. The API follows Keras: ``datasets.reuters``/``imdb``, ``utils``, ``preprocessing``,
 ``layers``, ``Sequential``, ``losses``, ``metrics``, ``optimizers``, ``callbacks``. See README.md.
 """
-from fastlstm import callbacks, datasets, layers, losses, metrics, optimizers, preprocessing, utils
+from fastlstm import (activations, backend, callbacks, datasets, layers, losses, metrics, optimizers,  # noqa: F401
+                      preprocessing, regularizers, utils)
 from fastlstm._core import get_num_threads, set_num_threads
+from fastlstm.layers import Input
 from fastlstm.models import History, Sequential
 from fastlstm.train import TrainResult, reuters_model, train_reuters
 
-__all__ = ["callbacks", "datasets", "layers", "losses", "metrics", "optimizers", "preprocessing", "utils",
-           "get_num_threads",
-           "set_num_threads", "History", "Sequential", "TrainResult", "reuters_model", "train_reuters"]
+__all__ = ["activations", "backend", "callbacks", "datasets", "layers", "losses", "metrics", "optimizers",
+           "preprocessing", "regularizers", "utils", "get_num_threads", "set_num_threads", "Input", "History",
+           "Sequential", "TrainResult", "reuters_model", "train_reuters"]
 __version__ = "0.1.0"

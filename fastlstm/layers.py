@@ -9,10 +9,26 @@ its logits (`Output.logits`, as Keras's `_keras_logits`), so the loss is taken f
 A layer is callable on arrays (`LSTM(8)(x)`): it is built from the input's shape.
 """
 import threading
+import warnings
 
 import numpy as np
 
-from fastlstm import _core, _fork, initializers, utils
+from fastlstm import _core, _fork, activations, backend, initializers, regularizers, utils
+
+
+
+
+def _check_dtype(dtype, name):
+    """fastlstm layers compute in float32: dtype None, 'float32' or its Keras policy."""
+    policy = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
+    if policy is None:
+        return
+    try:
+        ok = np.dtype(policy) == np.float32
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: fastlstm layers compute in float32, got dtype={dtype!r}")
 
 
 class TokenSequence:
@@ -67,24 +83,42 @@ class LogitsGradient:
 
 
 class Layer:
-    trainable = True  # TODO(lay merge): the layers branch makes this Keras's constructor argument
-
-    def weight_regularizers(self):
-        return []
-
     # Attributes that hold per-call scratch (workspaces, what backward needs from the last
     # training call): never pickled or deep-copied, re-created empty by _init_scratch.
     _scratch = ()
 
-    def __init__(self, name=None, input_shape=None):
-        self.name = name or type(self).__name__.lower()
+    def __init__(self, name=None, input_shape=None, trainable=True, dtype=None, **kwargs):
+        input_dim = kwargs.pop("input_dim", None)  # Keras 2's Dense(units, input_dim=...)
+        if input_shape is None and input_dim is not None:
+            input_shape = (input_dim,)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        # Keras's default names: the snake_case class name, then _1, _2, ... (backend.clear_session)
+        self.name = backend.auto_name(type(self).__name__) if name is None else name
+        if not isinstance(self.name, str) or "/" in self.name:
+            raise ValueError(f"Argument `name` must be a string and cannot contain character `/`. "
+                             f"Received: name={self.name!r}")
+        if not isinstance(trainable, (bool, np.bool_)):
+            raise ValueError(f"Expected `trainable` to be a boolean. Received: trainable={trainable!r}")
+        _check_dtype(dtype, self.name)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self._trainable = bool(trainable)
+        self.activity_regularizer = None  # Dense takes one (see activity_penalty)
         self.built = False
         self._init_scratch()
         _fork.register(self)
 
     def _init_scratch(self):
         pass
+
+    @property
+    def trainable(self):
+        """Whether the optimizer updates this layer's weights (Keras's; settable)."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        self._trainable = bool(value)
 
     def _after_fork(self):
         self._init_scratch()
@@ -134,14 +168,14 @@ class Layer:
 
     @property
     def weights(self):
-        """The trainable arrays, in Keras's order."""
+        """All weight arrays, in Keras's order."""
         return []
 
     def get_config(self):
         """Keras's config of this layer: its constructor's arguments by Keras's names, as
         Keras writes them in a .keras file (initializers as {"class_name", "config"} dicts).
         `type(self).from_config(config)` makes a new, unbuilt layer like it."""
-        return {"name": self.name, "trainable": getattr(self, "trainable", True), "dtype": _float32_policy()}
+        return {"name": self.name, "trainable": self.trainable, "dtype": _float32_policy()}
 
     @classmethod
     def from_config(cls, config):
@@ -159,6 +193,62 @@ class Layer:
         if self.built and not isinstance(init, initializers.Initializer):
             return None
         return initializers.serialize(init)
+
+    @property
+    def trainable_weights(self):
+        """The weights the optimizer updates: all of them, none when trainable is False."""
+        return list(self.weights) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        return [] if self.trainable else list(self.weights)
+
+    def get_weights(self):
+        """Copies of `weights`."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        """Assign `weights` from a list of arrays like `get_weights()` (count and shapes
+        checked, as Keras's), in place."""
+        current = self.weights
+        weights = list(weights)
+        if len(weights) != len(current):
+            raise ValueError(f"You called `set_weights(weights)` on layer '{self.name}' with a weight list of "
+                             f"length {len(weights)}, but the layer was expecting {len(current)} weights.")
+        new = []
+        for w, a in zip(current, weights):
+            a = np.asarray(a)
+            if a.shape != w.shape:
+                raise ValueError(f"Layer {self.name} weight shape {w.shape} is not compatible with provided "
+                                 f"weight shape {a.shape}.")
+            if a.dtype.kind not in "fiub":
+                raise TypeError(f"Layer {self.name}: weights must be numeric, got dtype {a.dtype}")
+            new.append(a)
+        for w, a in zip(current, new):
+            w[...] = a
+
+    # (weight attribute, its regularizer's attribute) pairs of the layer (Dense: kernel, bias)
+    _regularized = ()
+
+    def weight_regularizers(self):
+        """[(weight array, regularizer), ...] of the trainable weights that have one: the model
+        adds each `regularizer(w)` to the loss and `regularizer.gradient(w)` to w's gradient
+        (Keras counts trainable weights only)."""
+        if not self.trainable or not self.built:
+            return []
+        pairs = [(getattr(self, w, None), getattr(self, r, None)) for w, r in self._regularized]
+        return [(w, r) for w, r in pairs if w is not None and r is not None]
+
+    def activity_penalty(self, outputs):
+        """Keras's activity regularization of this layer's output from one call:
+        activity_regularizer(outputs) / batch size, or 0.0 without one."""
+        if self.activity_regularizer is None:
+            return 0.0
+        y = np.asarray(outputs, np.float32)
+        penalty = np.float32(self.activity_regularizer(y))
+        if y.ndim:  # per sample, as Keras (divide_no_nan: an empty batch gives 0)
+            penalty = penalty / np.float32(len(y)) if len(y) else np.float32(0)
+        return float(penalty)
 
     def count_params(self):
         return sum(w.size for w in self.weights)
@@ -240,9 +330,9 @@ class Embedding(Layer):
     """Token id -> vector lookup: (B,T) ids -> (B,T,output_dim). Table (input_dim, output_dim).
     mask_zero=True: id 0 is padding, and the output's mask (compute_mask) is ids != 0."""
 
-    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", mask_zero=False,
-                 name=None, **kwargs):
-        super().__init__(name, kwargs.pop("input_shape", None))
+    def __init__(self, input_dim, output_dim, embeddings_initializer="uniform", embeddings_regularizer=None,
+                 mask_zero=False, name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None), kwargs.pop("trainable", True))
         kwargs.pop("input_length", None)  # accepted for old Keras code; the length is free
         if kwargs:
             raise TypeError(f"Embedding got unexpected arguments {sorted(kwargs)}")
@@ -254,6 +344,7 @@ class Embedding(Layer):
                              "input_dim is at most 2**31")
         self.input_dim, self.output_dim = int(input_dim), int(output_dim)
         self.embeddings_initializer = initializers.get(embeddings_initializer)
+        self.embeddings_regularizer = regularizers.get(embeddings_regularizer)
         self.mask_zero = bool(mask_zero)
 
     def get_config(self):
@@ -262,6 +353,8 @@ class Embedding(Layer):
                 "embeddings_regularizer": _serialized(getattr(self, "embeddings_regularizer", None)),
                 "activity_regularizer": _serialized(getattr(self, "activity_regularizer", None)),
                 "embeddings_constraint": None, "mask_zero": self.mask_zero, "quantization_config": None}
+
+    _regularized = (("embeddings", "embeddings_regularizer"),)
 
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(self.embeddings_initializer, (self.input_dim, self.output_dim))
@@ -300,36 +393,44 @@ class Embedding(Layer):
         return None, [g]
 
 
-_ACTIVATIONS = {
-    None: (lambda z: z, lambda y, dy: dy),
-    "linear": (lambda z: z, lambda y, dy: dy),
-    "relu": (lambda z: np.maximum(z, 0), lambda y, dy: dy * (y > 0)),
-    "tanh": (np.tanh, lambda y, dy: dy * (1 - y * y)),
-    "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda y, dy: dy * y * (1 - y)),
-    "softmax": (None, None),  # handled in Dense: needs the row-wise Jacobian
-}
+def _activate(name, z):
+    """activations.forward(name, z); a softmax's or sigmoid's output carries its logits z
+    (as Keras's `_keras_logits`), so a loss can take them."""
+    y = activations.forward(name, z)
+    return Output.of(y, z, name) if name in ("softmax", "sigmoid") else y
 
 
-def softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def _activation_gradient(name, z, y, d, dy_extra=None):
+    """dL/dz for y = _activate(name, z): d is dL/dy, or a LogitsGradient (dL/dz already);
+    dy_extra: a further dL/dy (an activity regularizer's), or None."""
+    if isinstance(d, LogitsGradient):
+        dz = d.values
+        return dz if dy_extra is None else dz + activations.backward(name, z, np.asarray(y), dy_extra)
+    dy = np.asarray(d, np.float32)
+    return activations.backward(name, z, np.asarray(y), dy if dy_extra is None else dy + dy_extra)
 
 
 class Dense(Layer):
-    """y = activation(x @ kernel + bias); kernel (in, units), bias (units)."""
+    """y = activation(x @ kernel + bias); kernel (in, units), bias (units). activation: any
+    of Keras's names or fastlstm.activations functions (see activations.py)."""
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", name=None, **kwargs):
-        super().__init__(name, kwargs.pop("input_shape", None))
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, name=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None), kwargs.pop("trainable", True),
+                         input_dim=kwargs.pop("input_dim", None))
         if kwargs:
             raise TypeError(f"Dense got unexpected arguments {sorted(kwargs)}")
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"units must be a positive integer, got {units!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; known: {[a for a in _ACTIVATIONS if a]}")
-        self.units, self.activation, self.use_bias = int(units), activation, use_bias
+        self.units, self.activation, self.use_bias = int(units), activations.serialize(activation), use_bias
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+
+    _regularized = (("kernel", "kernel_regularizer"), ("bias", "bias_regularizer"))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": _activation_config(self.activation),
@@ -351,7 +452,7 @@ class Dense(Layer):
             return []
         return [self.kernel, self.bias] if self.use_bias else [self.kernel]
 
-    _scratch = ("_x", "_y")
+    _scratch = ("_x", "_z", "_y")
 
     def output_shape(self, input_shape):
         if len(input_shape) < 2:
@@ -372,25 +473,22 @@ class Dense(Layer):
         return _core.affine(x2, self.kernel, self._bias()).reshape(x.shape[:-1] + (self.units,))
 
     def call(self, x, training=False, mask=None):
-        """x (..., in) -> (..., units); a softmax's output carries its logits."""
+        """x (..., in) -> (..., units); a softmax's or sigmoid's output carries its logits."""
         x = float_input(x, self.name)
         z = self.logits(x)
-        y = Output.of(softmax(z), z, "softmax") if self.activation == "softmax" else _ACTIVATIONS[self.activation][0](z)
+        y = _activate(self.activation, z)
         if training:
-            self._x, self._y = x, y
+            self._x, self._z, self._y = x, z, y
         return y
 
     def backward(self, d):
-        """d: dL/d(output), or a LogitsGradient when the loss took the logits."""
-        if isinstance(d, LogitsGradient):
-            dz = d.values
-        else:
-            dy, y = d, self._y
-            if self.activation == "softmax":
-                y = np.asarray(y)
-                dz = y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
-            else:
-                dz = _ACTIVATIONS[self.activation][1](y, dy)
+        """d: dL/d(output), or a LogitsGradient when the loss took the logits. An activity
+        regularizer adds the gradient of its penalty (activity_penalty) to dL/d(output)."""
+        dy_extra = None
+        if self.activity_regularizer is not None:
+            y = np.asarray(self._y, np.float32)
+            dy_extra = self.activity_regularizer.gradient(y) / np.float32(len(y))
+        dz = _activation_gradient(self.activation, self._z, self._y, d, dy_extra)
         x2 = np.ascontiguousarray(self._x.reshape(-1, self._x.shape[-1]), dtype=np.float32)
         dz2 = np.ascontiguousarray(dz.reshape(-1, self.units), dtype=np.float32)
         dx, dkernel, dbias = _core.affine_backward(x2, self.kernel, dz2)
@@ -402,7 +500,7 @@ class Masking(Layer):
     goes to the next layers, compute_mask) and zeroed. (B,T,F) -> (B,T,F)."""
 
     def __init__(self, mask_value=0.0, name=None, **kwargs):
-        super().__init__(name, kwargs.pop("input_shape", None))
+        super().__init__(name, kwargs.pop("input_shape", None), kwargs.pop("trainable", True))
         if kwargs:
             raise TypeError(f"Masking got unexpected arguments {sorted(kwargs)}")
         self.mask_value = mask_value
@@ -470,8 +568,9 @@ class _Recurrent(Layer):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  bias_initializer="zeros", return_sequences=False, return_state=False,
                  go_backwards=False, dropout=0.0, recurrent_dropout=0.0, seed=None, name=None,
-                 zero_output_for_mask=False, **kwargs):
-        super().__init__(name, kwargs.pop("input_shape", None))
+                 zero_output_for_mask=False, kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, **kwargs):
+        super().__init__(name, kwargs.pop("input_shape", None), kwargs.pop("trainable", True))
         # Keras's: implementation 1 (a dropout mask per gate) whenever recurrent_dropout > 0
         implementation = kwargs.pop("implementation", 2) if self._gates > 1 else 2
         if kwargs:
@@ -502,6 +601,12 @@ class _Recurrent(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.recurrent_initializer = initializers.get(recurrent_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    _regularized = (("kernel", "kernel_regularizer"), ("recurrent_kernel", "recurrent_regularizer"),
+                    ("bias", "bias_regularizer"))
 
     _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch", "_zeroed",
                 "_x_masks")
@@ -756,12 +861,14 @@ class LSTM(_Recurrent):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", unit_forget_bias=True, dropout=0.0, recurrent_dropout=0.0,
+                 bias_initializer="zeros", unit_forget_bias=True, kernel_regularizer=None,
+                 recurrent_regularizer=None, bias_regularizer=None, dropout=0.0, recurrent_dropout=0.0,
                  seed=None, return_sequences=False, return_state=False, go_backwards=False, name=None,
                  **kwargs):
         super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
-                         go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
+                         go_backwards, dropout, recurrent_dropout, seed, name, kernel_regularizer=kernel_regularizer,
+                         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer, **kwargs)
         self.unit_forget_bias = unit_forget_bias
 
     def get_config(self):
@@ -786,12 +893,14 @@ class GRU(_Recurrent):
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", dropout=0.0, recurrent_dropout=0.0, seed=None,
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
                  return_sequences=False, return_state=False, go_backwards=False, reset_after=True,
                  name=None, **kwargs):
         super().__init__(units, activation, recurrent_activation, use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
-                         go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
+                         go_backwards, dropout, recurrent_dropout, seed, name, kernel_regularizer=kernel_regularizer,
+                         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer, **kwargs)
         self.reset_after = bool(reset_after)
         self._cell = "gru" if self.reset_after else "gru_reset_before"
 
@@ -819,12 +928,14 @@ class SimpleRNN(_Recurrent):
     _cell, _gates = "simple_rnn", 1
 
     def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros", dropout=0.0,
+                 recurrent_initializer="orthogonal", bias_initializer="zeros", kernel_regularizer=None,
+                 recurrent_regularizer=None, bias_regularizer=None, dropout=0.0,
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
                  go_backwards=False, name=None, **kwargs):
         super().__init__(units, activation, "sigmoid", use_bias, kernel_initializer,
                          recurrent_initializer, bias_initializer, return_sequences, return_state,
-                         go_backwards, dropout, recurrent_dropout, seed, name, **kwargs)
+                         go_backwards, dropout, recurrent_dropout, seed, name, kernel_regularizer=kernel_regularizer,
+                         recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer, **kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -853,7 +964,7 @@ class Bidirectional(Layer):
     _MERGES = ("concat", "sum", "mul", "ave", None)
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, name=None, **kwargs):
-        super().__init__(name, kwargs.pop("input_shape", None))
+        super().__init__(name, kwargs.pop("input_shape", None), kwargs.pop("trainable", True))
         if kwargs:
             raise TypeError(f"Bidirectional got unexpected arguments {sorted(kwargs)}")
         if not isinstance(layer, _Recurrent):
@@ -879,6 +990,32 @@ class Bidirectional(Layer):
             sub.zero_output_for_mask = sub.return_sequences
         self.merge_mode, self._initial_weights = merge_mode, weights
         self.return_sequences, self.return_state = fwd.return_sequences, fwd.return_state
+        if not self.trainable:
+            self.trainable = False  # frozen: both layers (Keras would still train them, see README)
+
+    @Layer.trainable.setter
+    def trainable(self, value):
+        """As Keras's: both layers follow."""
+        self._trainable = bool(value)
+        for sub in (self.forward_layer, self.backward_layer):
+            sub.trainable = value
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        return self.forward_layer.trainable_weights + self.backward_layer.trainable_weights
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return self.weights
+        return self.forward_layer.non_trainable_weights + self.backward_layer.non_trainable_weights
+
+    def weight_regularizers(self):
+        if not self.trainable:
+            return []
+        return self.forward_layer.weight_regularizers() + self.backward_layer.weight_regularizers()
 
     _scratch = ("_y", "_y_rev")
 
@@ -996,3 +1133,396 @@ class Bidirectional(Layer):
         d_in_f, g_f = fwd.backward(d_f)
         d_in_b, g_b = bwd.backward(d_b)
         return _add_input_gradients(d_in_f, d_in_b), g_f + g_b
+
+
+# ---- layers around the recurrent ones ---------------------------------------------------
+
+def _warn_mask_dropped(layer, mask):
+    """Keras's warning when a layer that does not support masking gets a mask (it drops it)."""
+    if mask is not None:
+        warnings.warn(f"Layer '{layer.name}' (of type {type(layer).__name__}) was passed an input with a mask "
+                      "attached to it. However, this layer does not support masking and will therefore destroy "
+                      "the mask information. Downstream layers will not see the mask.", stacklevel=3)
+
+
+def _data_format(data_format):
+    data_format = "channels_last" if data_format is None else str(data_format).lower()
+    if data_format not in ("channels_first", "channels_last"):
+        raise ValueError("The `data_format` argument must be one of {'channels_first', 'channels_last'}. "
+                         f"Received: data_format={data_format}")
+    return data_format
+
+
+def _float32_input(x, name):
+    """x (an array, or a TokenSequence gathered) as a float32 array."""
+    return np.asarray(float_input(x, name), dtype=np.float32)
+
+
+class _Weightless(Layer):
+    """A layer without weights, built at construction (Keras's `_build_at_init`): the shape
+    and the mask pass unchanged unless the subclass says otherwise."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.built = True
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+
+class Dropout(_Weightless):
+    """Keras's Dropout: in training, each element is zeroed with probability `rate` and the
+    others are scaled by 1 / (1 - rate); at inference the input passes unchanged (an
+    Embedding's TokenSequence too, so a following recurrent layer still reads table rows).
+    noise_shape (None entries: the input's) broadcasts one draw over the axes where it is 1.
+    The mask passes through. Draws come from the layer's generator (seed), else fastlstm's
+    (utils.set_random_seed)."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) or not 0 <= rate <= 1:
+            raise ValueError("Invalid value received for argument `rate`. Expected a float value between 0 and 1. "
+                             f"Received: rate={rate}")
+        self.rate, self.seed = rate, seed
+        self.noise_shape = self._validate_noise_shape(noise_shape)
+        self._dropout_rng = np.random.default_rng(seed) if seed is not None else None
+
+    @staticmethod
+    def _validate_noise_shape(noise_shape):
+        if noise_shape is None:
+            return None
+        if isinstance(noise_shape, str) or not hasattr(noise_shape, "__iter__"):
+            raise ValueError("Invalid value received for argument `noise_shape`. Expected a tuple or list of "
+                             f"integers. Received: noise_shape={noise_shape}")
+        noise_shape = tuple(noise_shape)
+        for i, dim in enumerate(noise_shape):
+            if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim <= 0):
+                raise ValueError("Invalid value received for argument `noise_shape`. Expected all elements to be "
+                                 f"positive integers or None. Received element at index {i}: {dim!r}")
+        return tuple(None if d is None else int(d) for d in noise_shape)
+
+    _scratch = ("_keep",)
+
+    def _init_scratch(self):
+        self._keep = None  # the last training call's keep-mask (input's shape), None: nothing dropped
+
+    def _noise_shape(self, shape):
+        """The shape of one call's draw: noise_shape with the input's sizes for None."""
+        if self.noise_shape is None:
+            return shape
+        if len(self.noise_shape) != len(shape) or any(n not in (None, 1, s) for n, s in zip(self.noise_shape, shape)):
+            raise ValueError(f"{self.name}: noise_shape={self.noise_shape} does not broadcast to the input's "
+                             f"shape {shape}")
+        return tuple(s if n is None else n for n, s in zip(self.noise_shape, shape))
+
+    def _keep_mask(self, shape):
+        """Which elements of a draw of `shape` are kept (bool): each with probability 1 - rate."""
+        return (self._dropout_rng or utils.rng()).random(shape) >= self.rate
+
+    def _scaled(self, a):
+        """a where kept, scaled by 1 / (1 - rate) (Keras's inputs / keep_prob); 0 elsewhere."""
+        keep_prob = np.float32(1 - self.rate)
+        if keep_prob == 0:
+            return np.zeros(a.shape, np.float32)
+        return np.where(self._keep, a / keep_prob, np.float32(0))
+
+    def call(self, x, training=False, mask=None):
+        if not training or self.rate == 0:
+            if training:
+                self._keep = None
+            return x
+        x = _float32_input(x, self.name)
+        self._keep = np.broadcast_to(self._keep_mask(self._noise_shape(x.shape)), x.shape)
+        return self._scaled(x)
+
+    def backward(self, d):
+        if self._keep is None:
+            return d, []
+        return self._scaled(np.asarray(d, np.float32)), []
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed, "noise_shape": self.noise_shape}
+
+
+class SpatialDropout1D(Dropout):
+    """Keras's SpatialDropout1D: Dropout of whole channels, (B,T,C) with one draw per sample
+    and channel for all time steps (noise shape (B,1,C))."""
+
+    def __init__(self, rate, seed=None, name=None, dtype=None):
+        super().__init__(rate, seed=seed, name=name, dtype=dtype)
+
+    def output_shape(self, input_shape):
+        self._check_ndim(input_shape, 3, "(batch, timesteps, channels)")
+        return tuple(input_shape)
+
+    def _noise_shape(self, shape):
+        self._check_ndim(shape, 3, "(batch, timesteps, channels)")
+        return (shape[0], 1, shape[2])
+
+    def get_config(self):
+        return {"rate": self.rate, "seed": self.seed, "name": self.name, "dtype": "float32"}  # Keras's keys
+
+
+class _GlobalPooling1D(_Weightless):
+    """What GlobalMaxPooling1D and GlobalAveragePooling1D share: (B,T,C) (channels_last) or
+    (B,C,T) (channels_first) -> (B,C), or with keepdims (B,1,C) / (B,C,1). The math runs on
+    the (B,T,C) view."""
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format, self.keepdims = _data_format(data_format), keepdims
+
+    def output_shape(self, input_shape):
+        self._check_ndim(input_shape, 3, "(batch, steps, features)")
+        B = input_shape[0]
+        C = input_shape[2] if self.data_format == "channels_last" else input_shape[1]
+        if not self.keepdims:
+            return (B, C)
+        return (B, 1, C) if self.data_format == "channels_last" else (B, C, 1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def _steps_view(self, x):
+        """x as (B,T,C) float32."""
+        x = _float32_input(x, self.name)
+        self._check_ndim(x.shape, 3, "(batch, steps, features)")
+        return x if self.data_format == "channels_last" else x.transpose(0, 2, 1)
+
+    def _output(self, y):
+        """(B,C) -> the layer's output shape."""
+        if not self.keepdims:
+            return y
+        return y[:, None, :] if self.data_format == "channels_last" else y[:, :, None]
+
+    def _input_gradient(self, dx):
+        """(B,T,C) -> the input's layout."""
+        return dx if self.data_format == "channels_last" else np.ascontiguousarray(dx.transpose(0, 2, 1))
+
+    def _output_gradient(self, d):
+        """dL/d(output) as (B,1,C), to broadcast over the steps."""
+        d = np.asarray(d, np.float32)
+        return d.reshape(d.shape[0], 1, -1)
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format, "keepdims": self.keepdims}
+
+
+class GlobalMaxPooling1D(_GlobalPooling1D):
+    """Keras's GlobalMaxPooling1D: the max over the steps. As Keras, it ignores a mask
+    (masked steps count; a warning says the mask is dropped). The gradient goes to the steps
+    that reach the max, shared equally among ties (torch's amax, TensorFlow's reduce_max)."""
+    _scratch = ("_x",)
+
+    def call(self, x, training=False, mask=None):
+        _warn_mask_dropped(self, mask)
+        x = self._steps_view(x)
+        if x.shape[1] == 0:
+            raise ValueError(f"{self.name}: cannot compute the max over 0 steps")
+        y = x.max(axis=1)
+        if training:
+            self._x = x
+        return self._output(y)
+
+    def backward(self, d):
+        x = self._x
+        ties = x == x.max(axis=1, keepdims=True)  # (B,T,C)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dx = ties * (self._output_gradient(d) / ties.sum(axis=1, keepdims=True, dtype=np.float32))
+        return self._input_gradient(dx.astype(np.float32, copy=False)), []
+
+
+class GlobalAveragePooling1D(_GlobalPooling1D):
+    """Keras's GlobalAveragePooling1D: the mean over the steps, or with a mask (B,T) the sum
+    over the unmasked steps divided by their count (a fully masked row is 0/0 = NaN, as in
+    Keras). The mask stops here."""
+    _scratch = ("_shape", "_count", "_mask")
+
+    def call(self, x, training=False, mask=None):
+        x = self._steps_view(x)
+        mask = _time_mask(mask, x.shape[:2], self.name)
+        if mask is None:
+            count = np.full((len(x), 1), x.shape[1], np.float32)
+            total = x.sum(axis=1)
+        else:
+            keep = mask[:, :, None]
+            count = keep.sum(axis=1, dtype=np.float32)  # (B,1)
+            total = np.where(keep, x, np.float32(0)).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = total / count
+        if training:
+            self._shape, self._count, self._mask = x.shape, count, mask
+        return self._output(y)
+
+    def backward(self, d):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = self._output_gradient(d) / self._count[:, :, None]  # (B,1,C)
+        dx = np.broadcast_to(share, self._shape) if self._mask is None else np.where(self._mask[:, :, None], share,
+                                                                                   np.float32(0))
+        return self._input_gradient(np.array(dx, np.float32)), []
+
+
+class Flatten(_Weightless):
+    """Keras's Flatten: (B, d1, d2, ...) -> (B, d1*d2*...), (B,) -> (B, 1); channels_first
+    moves the channel axis last first. A mask is dropped (with Keras's warning)."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = _data_format(data_format)
+
+    _scratch = ("_shape",)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            self._check_ndim(input_shape, 1, "(batch, ...)")
+        rest = input_shape[1:]
+        return (input_shape[0], None if any(d is None for d in rest) else int(np.prod(rest, dtype=np.int64)))
+
+    def _channels_last(self, x):
+        if self.data_format == "channels_first" and x.ndim > 2:
+            return x.transpose((0, *range(2, x.ndim), 1))
+        return x
+
+    def call(self, x, training=False, mask=None):
+        _warn_mask_dropped(self, mask)
+        x = self._channels_last(_float32_input(x, self.name))
+        if x.ndim < 1:
+            self._check_ndim(x.shape, 1, "(batch, ...)")
+        if training:
+            self._shape = x.shape
+        return x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(len(x), 1)
+
+    def backward(self, d):
+        dx = np.asarray(d, np.float32).reshape(self._shape)
+        if self.data_format == "channels_first" and dx.ndim > 2:
+            dx = dx.transpose((0, dx.ndim - 1, *range(1, dx.ndim - 1)))
+        return np.ascontiguousarray(dx), []
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
+
+
+class Activation(_Weightless):
+    """Keras's Activation: an activation (a name or a fastlstm.activations function) applied
+    element-wise (softmax and log_softmax: over the last axis). The mask passes through; a
+    softmax's or sigmoid's output carries its logits, as Dense's."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.serialize(activation)
+
+    _scratch = ("_z", "_y")
+
+    def call(self, x, training=False, mask=None):
+        z = _float32_input(x, self.name)
+        y = _activate(self.activation, z)
+        if training:
+            self._z, self._y = z, y
+        return y
+
+    def backward(self, d):
+        return _activation_gradient(self.activation, self._z, self._y, d), []
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+def _shape_tuple(shape, what):
+    """A shape as Keras's standardize_shape: a tuple of non-negative ints or None."""
+    if shape is None or isinstance(shape, str) or not hasattr(shape, "__iter__"):
+        raise ValueError(f"Cannot convert {what}={shape!r} to a shape")
+    out = []
+    for d in shape:
+        if d is not None and (isinstance(d, (bool, float, str)) or not isinstance(d, (int, np.integer)) or d < 0):
+            raise ValueError(f"Cannot convert '{tuple(shape)}' to a shape. Found invalid dimension '{d}'")
+        out.append(None if d is None else int(d))
+    return tuple(out)
+
+
+def _dtype_name(dtype):
+    """Keras's dtype names ('float32', 'int32', ...); None is float32 (Keras's floatx)."""
+    if dtype is None:
+        return "float32"
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        raise ValueError(f"Invalid dtype: {dtype!r}") from None
+
+
+class KerasTensor:
+    """What `Input` returns: a symbolic input of `shape` (batch first) and `dtype`, made by
+    the InputLayer `_keras_history[0]` (as Keras's). A Sequential takes it as its first item."""
+
+    def __init__(self, shape, dtype="float32", sparse=False, name=None, input_layer=None):
+        self.shape, self.dtype, self.sparse = _shape_tuple(shape, "shape"), _dtype_name(dtype), bool(sparse)
+        self.name = name or backend.auto_name("KerasTensor")
+        self._keras_history = (input_layer, 0, 0)  # (operation, node index, tensor index)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return (f"<KerasTensor shape={self.shape}, dtype={self.dtype}, sparse={self.sparse}, "
+                f"ragged=False, name={self.name}>")
+
+
+class InputLayer(_Weightless):
+    """Keras's InputLayer: fixes the input's shape (`batch_input_shape()`) and dtype; no
+    weights, the input passes unchanged. As the first item of a Sequential (or through
+    `Input`), the model is built from it at once."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None,
+                 name=None, optional=False, **kwargs):
+        if "input_shape" in kwargs:
+            warnings.warn("Argument `input_shape` is deprecated. Use `shape` instead.", stacklevel=2)
+            shape = kwargs.pop("input_shape")
+        if "batch_input_shape" in kwargs:
+            batch_shape = kwargs.pop("batch_input_shape")
+        if kwargs.get("input_tensor") is not None:
+            raise ValueError("fastlstm's InputLayer takes no input_tensor")
+        kwargs.pop("input_tensor", None)
+        super().__init__(name=name, **kwargs)
+        if shape is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `shape` and `batch_shape` at the same time.")
+        if batch_size is not None and batch_shape is not None:
+            raise ValueError("You cannot pass both `batch_size` and `batch_shape` at the same time.")
+        if shape is None and batch_shape is None:
+            raise ValueError("You must pass a `shape` argument.")
+        if shape is not None:
+            batch_shape = (batch_size,) + _shape_tuple(shape, "shape")
+        self.batch_shape = _shape_tuple(batch_shape, "batch_shape")
+        self.dtype = _dtype_name(dtype)
+        self.sparse, self.ragged, self.optional = bool(sparse), bool(ragged), bool(optional)
+        for what in ("sparse", "ragged", "optional"):
+            if getattr(self, what):
+                raise ValueError(f"`{what}=True` is not supported by fastlstm")
+        self.output = KerasTensor(self.batch_shape, self.dtype, name=name, input_layer=self)
+
+    def batch_input_shape(self):
+        return self.batch_shape
+
+    def call(self, x, training=False, mask=None):
+        return x
+
+    def backward(self, d):
+        return d, []
+
+    def get_config(self):
+        return {"batch_shape": self.batch_shape, "dtype": self.dtype, "sparse": self.sparse, "ragged": self.ragged,
+                "name": self.name, "optional": self.optional}
+
+
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None, name=None):
+    """Keras's Input: a KerasTensor of an InputLayer (the first item of a Sequential)."""
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse, ragged=ragged,
+                      batch_shape=batch_shape, name=name).output

@@ -10,7 +10,7 @@ import numpy as np
 
 from fastlstm import _fork, callbacks as cb_module, layers, losses, metrics as metrics_module, optimizers, saving
 from fastlstm.callbacks import History  # noqa: F401 (fastlstm.models.History, as before)
-from fastlstm.layers import Layer, LogitsGradient, float_input
+from fastlstm.layers import InputLayer, Layer, LogitsGradient, float_input
 from fastlstm.saving import load_model, save_model  # Keras's keras.models.load_model / save_model
 from fastlstm.utils import rng, summary_utils
 
@@ -22,7 +22,7 @@ class Sequential:
 
     def __init__(self, layers=None, name="sequential"):
         self.name, self.layers = name, []
-        self.optimizer = self.loss = None
+        self.optimizer = self.loss = self._input_layer = None
         self.compiled = False
         self._init_locks()
         _fork.register(self)
@@ -53,10 +53,20 @@ class Sequential:
 
     # ---- structure --------------------------------------------------------------------
     def add(self, layer):
+        # keras.Input(...) / InputLayer(...) as the first item, as in Keras: it fixes the input
+        # shape and is not one of `layers`.
+        if isinstance(getattr(layer, "_keras_history", None), tuple) and isinstance(layer._keras_history[0], InputLayer):
+            layer = layer._keras_history[0]
+        if isinstance(layer, InputLayer):
+            if self.layers or self._input_layer is not None:
+                raise ValueError(f"Sequential model '{self.name}' already has its input: an Input or InputLayer "
+                                 "can only be its first item")
+            self._input_layer = layer
+            return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential takes fastlstm layers, got {type(layer).__name__}")
         self.layers.append(layer)
-        shape = self.layers[0].batch_input_shape()
+        shape = (self._input_layer or self.layers[0]).batch_input_shape()
         if shape is not None:
             try:
                 self.build(shape)
@@ -232,12 +242,14 @@ class Sequential:
             raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
 
     def _forward(self, x, training):
-        """(the last layer's output, its mask). A softmax's output carries its logits. Masks
+        """(the last layer's output, its mask, the layers' activity penalties of this call:
+        Keras's layer losses, part of the loss). A softmax's output carries its logits. Masks
         flow from layer to layer as in Keras."""
-        mask = None
+        mask, penalty = None, np.float32(0)
         for layer in self.layers:
             x, mask = layer.call(x, training=training, mask=mask), layer.compute_mask(x, mask)
-        return x, mask
+            penalty += np.float32(layer.activity_penalty(x))
+        return x, mask, penalty
 
     def _backward(self, d):
         """Gradients of every weight, in `weights` order, from d = dL/d(output)."""
@@ -283,8 +295,9 @@ class Sequential:
         weights or None); updates the metrics with the batch before the step."""
         y, labels, sample_weight = batch
         with self._lock:
-            out, mask = self._forward(x, training=True)
+            out, mask, activity = self._forward(x, training=True)
             loss, dout = self._loss_and_gradient(labels, out, mask, sample_weight)
+            loss = np.float32(loss + activity)
             grads = self._backward(dout)
             index = {id(w): k for k, w in enumerate(self.weights)}
             for w, reg in self._penalties():
@@ -496,12 +509,16 @@ class Sequential:
     def _evaluate(self, x, batch, batch_size, callbacks):
         """Loss and metrics of x batch by batch into the model's state (each batch's loss is
         its own mean, as Keras). The forward runs ~1024 rows at a time (a row's result does
-        not depend on the rows beside it); each batch's hooks run in order."""
+        not depend on the rows beside it), one batch at a time when a layer has an activity
+        regularizer (its penalty is per batch); each batch's hooks run in order."""
         y, labels, sample_weight = batch
         n = len(x)
-        for group in _inference_groups(n, batch_size):
+        per_batch = any(getattr(layer, "activity_regularizer", None) is not None for layer in self.layers)
+        groups = [slice(s, s + batch_size) for s in range(0, n, batch_size)] if per_batch else \
+            _inference_groups(n, batch_size)
+        for group in groups:
             with self._weights_lock.reading():
-                out, mask = self._forward(x[group], training=False)
+                out, mask, activity = self._forward(x[group], training=False)
             for s in range(0, len(out), batch_size):
                 rows = slice(group.start + s, min(group.start + s + batch_size, n))
                 step = rows.start // batch_size
@@ -510,7 +527,8 @@ class Sequential:
                 part_mask = None if mask is None else mask[s:s + batch_size]
                 sw = None if sample_weight is None else sample_weight[rows]
                 loss, _ = self._loss_and_gradient(labels[rows], part, part_mask, sw)
-                loss = np.float32(loss + sum((reg(w) for w, reg in self._penalties()), np.float32(0)))
+                penalties = sum((reg(w) for w, reg in self._penalties()), np.float32(0))
+                loss = np.float32(loss + penalties + activity)  # activity: 0 unless per batch
                 self._update_metrics(loss, len(part), y[rows], part, part_mask, sw)
                 callbacks.on_test_batch_end(step, self._logs())
 

@@ -26,6 +26,13 @@ def data_dir():
     return d
 
 
+@pytest.fixture(autouse=True)
+def fresh_names():
+    """Default layer names start over in every test (lstm, lstm_1, ...), as Keras's own tests
+    call clear_session."""
+    fastlstm.backend.clear_session(free_memory=False)
+
+
 @pytest.fixture
 def serve_downloads(monkeypatch):
     """`serve(data)`: every download fastlstm makes gets the bytes `data` (in two reads), a

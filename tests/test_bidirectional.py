@@ -72,8 +72,10 @@ def test_bidirectional_states_none_merge_and_errors(rng):
     bi.call(x, training=True)
     d_in, grads = bi.backward([np.ones((3, 4), np.float32), None, None, None, None, np.ones((3, 4), np.float32)])
     assert d_in.shape == x.shape and len(grads) == 6
-    g = Bidirectional(GRU(3, return_sequences=True), input_shape=(5, 2))
-    assert g.output_shape((None, 5, 2)) == (None, 5, 6) and g.forward_layer.name == "forward_gru"
+    inner = GRU(3, return_sequences=True)
+    g = Bidirectional(inner, input_shape=(5, 2))
+    assert g.output_shape((None, 5, 2)) == (None, 5, 6) and g.forward_layer.name == "forward_" + inner.name
+    assert g.backward_layer.name == "backward_" + inner.name
     assert g.backward_layer.go_backwards and g.backward_layer.zero_output_for_mask
     with pytest.raises(ValueError, match="Invalid merge mode"):
         Bidirectional(LSTM(3), merge_mode="max")

@@ -82,7 +82,7 @@ PROGRAMS = {"reuters_keras2": REUTERS_KERAS2, "reuters_keras3": REUTERS_KERAS3,
 KERAS3_PROGRAMS = ("reuters_keras3", "imdb_bidirectional")
 # Names another part of the keras-api issue adds (the functional API); asserted missing so
 # that this test is updated when they land.
-PENDING = {"keras.Input", "keras.Model"}
+PENDING = {"keras.Model"}
 
 
 def with_fastlstm(tree):

@@ -326,7 +326,7 @@ def test_weights_of_another_model_are_refused_before_any_change(tmp_path):
     np.testing.assert_array_equal(other.layers[0].embeddings, m.layers[0].embeddings)
     np.testing.assert_array_equal(other.layers[2].kernel, before[4])  # the GRU kept its own
     no_bias = fastlstm.Sequential([layers.Embedding(V, 6), layers.LSTM(5), layers.Dense(4, use_bias=False)])
-    with pytest.raises(ValueError, match="Layer 'dense' expected 1 variables, but received 2"):
+    with pytest.raises(ValueError, match=r"Layer 'dense(_\d+)?' expected 1 variables, but received 2"):
         no_bias.load_weights(tmp_path / "w.weights.h5")
     fewer = fastlstm.Sequential([layers.Embedding(V, 6), layers.LSTM(5)])
     fewer.load_weights(tmp_path / "w.weights.h5")  # as Keras: the file's extra layers are not read
