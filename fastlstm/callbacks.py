@@ -142,6 +142,10 @@ class History(Callback):
         self.history = {}
         self.epoch = []
 
+    def set_model(self, model):
+        super().set_model(model)
+        model.history = self  # from the start of fit, as Keras
+
     def on_train_begin(self, logs=None):
         self.epoch = []
 
@@ -149,7 +153,6 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
-        self.model.history = self
 
 
 class ProgbarLogger(Callback):
@@ -323,8 +326,8 @@ class ModelCheckpoint(MonitorCallback):
             raise ValueError("When using `save_weights_only=True` in `ModelCheckpoint`, the filepath provided "
                              f"must end in `.weights.h5` (Keras weights format). Received: filepath={self.filepath}")
         if not save_weights_only and not self.filepath.endswith(".keras"):
-            raise ValueError("The filepath provided must end in `.keras` (Keras model format). "
-                             f"Received: filepath={self.filepath}")
+            raise ValueError("The filepath provided must end in `.keras` (Keras model format; fastlstm does not "
+                             f"write Keras's legacy .h5 model files). Received: filepath={self.filepath}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -399,8 +402,8 @@ class ReduceLROnPlateau(MonitorCallback):
         super().__init__(monitor, mode, min_delta=min_delta)
         if factor >= 1.0:
             raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={factor}")
-        if kwargs:
-            raise TypeError(f"ReduceLROnPlateau got unexpected arguments {sorted(kwargs)}")
+        if kwargs:  # Keras 3 accepts and ignores them (e.g. Keras 2's epsilon=)
+            warnings.warn(f"ReduceLROnPlateau ignores {sorted(kwargs)}, as Keras 3 does", stacklevel=2)
         self.factor, self.min_lr, self.patience = factor, min_lr, patience
         self.verbose, self.cooldown = verbose, cooldown
         self.cooldown_counter = self.wait = 0

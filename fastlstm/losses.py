@@ -42,11 +42,16 @@ def _same_rank(y_true, pred_shape):
     return y_true
 
 
+def _fits(shape, want):
+    """shape matches `want`, whose None dimensions (batch, an undeclared length) match any."""
+    return len(shape) == len(want) and all(w is None or s == w for s, w in zip(shape, want))
+
+
 def _float_labels(y_true, pred_shape, what):
     y_true = _same_rank(y_true, pred_shape)
     if y_true.dtype.kind not in "fiub":
         raise TypeError(f"{what} labels must be numbers, got dtype {y_true.dtype}")
-    if y_true.shape[1:] != tuple(pred_shape[1:]) or (pred_shape[0] is not None and len(y_true) != pred_shape[0]):
+    if not _fits(y_true.shape, pred_shape):
         want = "(n, " + ", ".join(str(d) for d in pred_shape[1:]) + ")"
         raise ValueError(f"{what}: labels of shape {y_true.shape} do not match the model's output: "
                          f"expected shape {want}" + (" (one-hot, see to_categorical)"
@@ -106,19 +111,21 @@ class Loss:
     def reduce(self, values, sample_weight=None, mask=None):
         """(the reduced loss, weights, divisor) as Keras's reduce_weighted_values: the loss is
         sum(values * weights) / divisor, so d loss / d values = weights / divisor. Sample
-        weights (batch,) broadcast over the other axes; a mask (values' shape) re-weights the
-        unmasked values by total/valid."""
+        weights (batch,) broadcast over the other axes; a mask (values' shape) weighs masked
+        values 0, and for the two means the unmasked ones total/valid (Keras's apply_mask)."""
         w = np.ones(values.shape, np.float32)
         if mask is not None:
             mask = np.asarray(mask, bool).reshape(values.shape)
             valid = np.float32(mask.sum())
-            w = np.where(mask, np.float32(mask.size) / valid if valid else np.float32(0), np.float32(0))
+            rescale = self.reduction in ("sum_over_batch_size", "mean")
+            unmasked = (np.float32(mask.size) / valid if valid else np.float32(0)) if rescale else np.float32(1)
+            w = np.where(mask, unmasked, np.float32(0))
         if sample_weight is not None:
             sw = np.asarray(sample_weight, np.float32)
             w = w * sw.reshape(sw.shape + (1,) * (values.ndim - sw.ndim))
         if self.reduction == "sum":
             divisor = np.float32(1)
-        elif self.reduction == "mean_with_sample_weight" and sample_weight is not None:
+        elif self.reduction == "mean_with_sample_weight" and (sample_weight is not None or mask is not None):
             divisor = np.float32(np.sum(w))
         else:
             divisor = np.float32(values.size)
@@ -182,7 +189,7 @@ class SparseCategoricalCrossentropy(Loss):
         if y.ndim == len(pred_shape) and y.shape[-1:] == (1,):
             y = y[..., 0]
         want = tuple(pred_shape[:-1])
-        if y.shape[1:] != want[1:] or y.ndim != len(want) or (want[0] is not None and len(y) != want[0]):
+        if not _fits(y.shape, want):
             raise ValueError(f"sparse_categorical_crossentropy: labels of shape {np.shape(y_true)} do not "
                              f"match the model's output of shape {tuple(pred_shape)} (one integer class "
                              "per sample)")

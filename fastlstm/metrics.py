@@ -966,6 +966,17 @@ def _flatten(structure):
     return [structure]
 
 
+def _with_mask(sample_weight, mask):
+    """Sample weights with an output mask folded in, as Keras's metrics take them."""
+    if mask is None:
+        return sample_weight
+    m = np.asarray(mask, np.float32)
+    if sample_weight is None:
+        return m
+    sw = np.asarray(sample_weight, np.float32)
+    return m * sw.reshape(sw.shape + (1,) * (m.ndim - sw.ndim))
+
+
 class CompileMetrics:
     """What compile(metrics=..., weighted_metrics=...) keeps for a single-output model, as
     Keras's CompileMetrics: the metrics are resolved on the first batch (compile_metric);
@@ -990,13 +1001,14 @@ class CompileMetrics:
         self.weighted = [compile_metric(m, y_true, y_pred) for m in self._weighted]
         self.built = True
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true, y_pred, sample_weight=None, mask=None):
+        """mask: the output's (Keras's y_pred._keras_mask), which every metric applies."""
         if not self.built:
             self.build(y_true, y_pred)
         for m in self.unweighted:
-            m.update_state(y_true, y_pred)
+            m.update_state(y_true, y_pred, _with_mask(None, mask))
         for m in self.weighted:
-            m.update_state(y_true, y_pred, sample_weight)
+            m.update_state(y_true, y_pred, _with_mask(sample_weight, mask))
 
     def reset_state(self):
         for m in self.metrics:

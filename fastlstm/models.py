@@ -263,23 +263,36 @@ class Sequential:
         """[(weight, regularizer)] of every layer (Keras adds their sum to the loss)."""
         return [pair for layer in self.layers for pair in layer.weight_regularizers()]
 
-    def _update_metrics(self, loss, n, y, out, mask, sample_weight):
-        """Keras's per-batch state: the loss tracker weighted by the batch size; the compiled
-        metrics get the labels as given and the output (its mask folded into the weights of
-        weighted_metrics)."""
-        self._loss_tracker.update_state(loss, sample_weight=n)
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(y, np.asarray(out), sample_weight=_mask_weights(mask, sample_weight))
+    def _update_metrics(self, state, loss, n, y, out, mask, sample_weight):
+        """Keras's per-batch state (a _MetricsState): the loss tracker weighted by the batch
+        size; the compiled metrics get the labels as given, the output and its mask."""
+        state.loss.update_state(loss, sample_weight=n)
+        if state.compiled is not None:
+            state.compiled.update_state(y, np.asarray(out), sample_weight=sample_weight, mask=mask)
 
-    def _logs(self):
-        """{name: value}, sorted by name as Keras's logs are."""
-        logs = {"loss": self._loss_tracker.result(), **self._metric_results()}
+    def _logs(self, state=None):
+        """{name: value} of `state` (default: training's), sorted by name as Keras's logs are."""
+        state = state or self._training_state()
+        logs = {"loss": state.loss.result(), **(state.compiled.result() if state.compiled is not None else {})}
         return dict(sorted(logs.items()))
 
-    def _metric_results(self):
-        return self._compile_metrics.result() if self._compile_metrics is not None else {}
+    def _training_state(self):
+        return _MetricsState(self._loss_tracker, self._compile_metrics)
+
+    def _evaluation_state(self):
+        """Fresh metrics for one evaluation run: an evaluate beside a training thread (or
+        validation inside fit) neither reads nor resets the training's."""
+        state = copy.deepcopy(self._training_state())
+        state.loss.reset_state()
+        if state.compiled is not None:
+            state.compiled.reset_state()
+        return state
 
     def _loss_and_gradient(self, labels, out, mask, sample_weight):
+        want = np.shape(out)[:-1] if labels.ndim == np.ndim(out) - 1 else np.shape(out)
+        if labels.shape != want:  # the lengths an undeclared output shape left open
+            raise ValueError(f"labels of shape {labels.shape[1:]} per sample do not match the model's output "
+                             f"of shape {np.shape(out)[1:]} per sample")
         values, grad = self._loss_fn.values_and_gradient(labels, out)
         loss, weights, divisor = self._loss_fn.reduce(values, sample_weight, mask)
         weights = (weights * self._loss_weight)[..., None]
@@ -306,7 +319,7 @@ class Sequential:
             pairs = self._trainable_pairs(grads)
             with self._weights_lock.writing():
                 self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
-            self._update_metrics(loss, len(x), y, out, mask, sample_weight)
+            self._update_metrics(self._training_state(), loss, len(x), y, out, mask, sample_weight)
 
     def _trainable_pairs(self, grads):
         """(gradient, weight) of the trainable weights, in `weights` order."""
@@ -339,7 +352,8 @@ class Sequential:
                              f"{len(y) if y.ndim else 'a scalar'}")
         out_shape = (None,) + tuple(self._output_shape[1:])
         if self._loss_fn is None:  # loss='crossentropy'
-            is_binary, is_sparse = metrics_module.is_binary_or_sparse_categorical(y, np.empty((1,) + out_shape[1:]))
+            is_binary, is_sparse = metrics_module.is_binary_or_sparse_categorical(
+                y, np.empty((1,) + tuple(1 if d is None else d for d in out_shape[1:])))
             self._loss_fn = (losses.BinaryCrossentropy() if is_binary else losses.SparseCategoricalCrossentropy()
                              if is_sparse else losses.CategoricalCrossentropy())
         labels = self._loss_fn.prepare(y, out_shape)
@@ -370,7 +384,7 @@ class Sequential:
             raise ValueError("train_on_batch got an empty batch")
         self.reset_metrics()
         self._train_step(x, (y, labels, sample_weight))
-        return self._results(self._logs(), return_dict)
+        return self._results(self._logs(), return_dict, self._training_state())
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
         """The loss and metrics of (x, y), no step."""
@@ -378,8 +392,8 @@ class Sequential:
         x, y, labels, sample_weight = self._prepare(x, y, sample_weight, None, "test_on_batch")
         if len(x) == 0:
             raise ValueError("test_on_batch got an empty batch")
-        logs = self._evaluation(x, (y, labels, sample_weight), len(x), cb_module.CallbackList())
-        return self._results(logs, return_dict)
+        logs, state = self._evaluation(x, (y, labels, sample_weight), len(x), cb_module.CallbackList())
+        return self._results(logs, return_dict, state)
 
     def predict_on_batch(self, x):
         return self.predict(x, batch_size=max(1, len(x)), verbose=0)
@@ -391,12 +405,12 @@ class Sequential:
         with self._weights_lock.reading():
             return np.asarray(self._forward(x, training=bool(training))[0])
 
-    def _results(self, logs, return_dict):
+    def _results(self, logs, return_dict, state):
         """Keras's evaluate/train_on_batch result: the dict, or the values in metric order
         (loss, compiled metrics, the rest sorted); one value alone."""
         if return_dict:
             return logs
-        names = ["loss"] + list(self._metric_results())
+        names = ["loss"] + list(state.compiled.result() if state.compiled is not None else {})
         values = [logs[k] for k in names if k in logs] + [logs[k] for k in sorted(logs) if k not in names]
         return values[0] if len(values) == 1 else values
 
@@ -469,15 +483,20 @@ class Sequential:
                 logs = self._logs()
                 if validation_data is not None and (epoch + 1 in validation_freq if isinstance(validation_freq, list)
                                                     else (epoch + 1) % validation_freq == 0):
-                    val_logs = self._evaluation(x_val, val, val_batch, callbacks)
+                    val_logs = self._evaluation(x_val, val, val_batch, callbacks)[0]
                     if stop.requested:
                         raise KeyboardInterrupt(f"training stopped by Ctrl-C during validation in epoch "
                                                 f"{epoch + 1}, after its last batch; the model is usable")
                     logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 callbacks.on_epoch_end(epoch, logs)
+                if stop.requested:
+                    raise KeyboardInterrupt(f"training stopped by Ctrl-C at the end of epoch {epoch + 1}; "
+                                            "the model is usable")
                 if self.stop_training:
                     break
-        callbacks.on_train_end(logs=logs)
+            callbacks.on_train_end(logs=logs)
+            if stop.requested:
+                raise KeyboardInterrupt("Ctrl-C at the end of training; the model is usable")
         return callbacks.history
 
     # ---- inference ---------------------------------------------------------------------
@@ -503,12 +522,12 @@ class Sequential:
                 callbacks.on_predict_batch_end(step, {"outputs": outs[-1]})
         callbacks.on_predict_end()
         if not outs:
-            return np.zeros((0,) + tuple(self._output_shape[1:]), np.float32)
+            return np.zeros((0,) + tuple(0 if d is None else d for d in self._output_shape[1:]), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
-    def _evaluate(self, x, batch, batch_size, callbacks):
-        """Loss and metrics of x batch by batch into the model's state (each batch's loss is
-        its own mean, as Keras). The forward runs ~1024 rows at a time (a row's result does
+    def _evaluate(self, x, batch, batch_size, callbacks, state):
+        """Loss and metrics of x batch by batch into `state` (each batch's loss is its own
+        mean, as Keras). The forward runs ~1024 rows at a time (a row's result does
         not depend on the rows beside it), one batch at a time when a layer has an activity
         regularizer (its penalty is per batch); each batch's hooks run in order."""
         y, labels, sample_weight = batch
@@ -519,27 +538,31 @@ class Sequential:
         for group in groups:
             with self._weights_lock.reading():
                 out, mask, activity = self._forward(x[group], training=False)
+                penalties = sum((reg(w) for w, reg in self._penalties()), np.float32(0))
+            logits = getattr(out, "logits", None)
             for s in range(0, len(out), batch_size):
                 rows = slice(group.start + s, min(group.start + s + batch_size, n))
                 step = rows.start // batch_size
                 callbacks.on_test_batch_begin(step)
                 part = out[s:s + batch_size]
+                if logits is not None:  # a slice keeps no logits: the loss takes them as in training
+                    part = layers.Output.of(part, logits[s:s + batch_size], out.activation)
                 part_mask = None if mask is None else mask[s:s + batch_size]
                 sw = None if sample_weight is None else sample_weight[rows]
                 loss, _ = self._loss_and_gradient(labels[rows], part, part_mask, sw)
-                penalties = sum((reg(w) for w, reg in self._penalties()), np.float32(0))
                 loss = np.float32(loss + penalties + activity)  # activity: 0 unless per batch
-                self._update_metrics(loss, len(part), y[rows], part, part_mask, sw)
-                callbacks.on_test_batch_end(step, self._logs())
+                self._update_metrics(state, loss, len(part), y[rows], part, part_mask, sw)
+                callbacks.on_test_batch_end(step, self._logs(state))
 
     def _evaluation(self, x, batch, batch_size, callbacks):
-        """One evaluation run with its test hooks: the logs."""
-        self.reset_metrics()
+        """One evaluation run with its test hooks, on its own metrics: (logs, the metrics)."""
+        with self._lock:  # the training metrics between two steps
+            state = self._evaluation_state()
         callbacks.on_test_begin()
-        self._evaluate(x, batch, batch_size, callbacks)
-        logs = self._logs()
+        self._evaluate(x, batch, batch_size, callbacks, state)
+        logs = self._logs(state)
         callbacks.on_test_end(logs)
-        return logs
+        return logs, state
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False):
@@ -555,8 +578,15 @@ class Sequential:
             raise ValueError("evaluate got no samples")
         callbacks = cb_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
                                            epochs=1, steps=math.ceil(len(x) / batch_size))
-        logs = self._evaluation(x, (y, labels, sample_weight), batch_size, callbacks)
-        return self._results(logs, return_dict)
+        logs, state = self._evaluation(x, (y, labels, sample_weight), batch_size, callbacks)
+        return self._results(logs, return_dict, state)
+
+
+class _MetricsState:
+    """A run's metrics: the loss tracker and the compiled metrics (None without metrics)."""
+
+    def __init__(self, loss, compiled):
+        self.loss, self.compiled = loss, compiled
 
 
 def _verbosity(verbose):
@@ -565,17 +595,6 @@ def _verbosity(verbose):
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
     return int(verbose)
-
-
-def _mask_weights(mask, sample_weight):
-    """Sample weights with the output's mask folded in, as Keras's metrics take them."""
-    if mask is None:
-        return sample_weight
-    m = np.asarray(mask, np.float32)
-    if sample_weight is None:
-        return m
-    sw = np.asarray(sample_weight, np.float32)
-    return m * sw.reshape(sw.shape + (1,) * (m.ndim - sw.ndim))
 
 
 def _class_weights_to_sample_weights(y, class_weight):
@@ -669,7 +688,8 @@ class _ReadWriteLock:
 
 
 class _StopAtBatchEnd:
-    """Turns Ctrl-C during fit into a request that the loop honours after a whole batch."""
+    """Turns Ctrl-C during fit into a request that the loop honours after a whole batch (or
+    after the epoch's hooks); a second Ctrl-C raises at once."""
 
     def __init__(self):
         self.requested = False
@@ -681,6 +701,8 @@ class _StopAtBatchEnd:
         return self
 
     def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C (a callback that does not return): stop at once
+            raise KeyboardInterrupt("training stopped by a second Ctrl-C")
         self.requested = True
 
     def __exit__(self, *exc):

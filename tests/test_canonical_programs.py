@@ -96,10 +96,12 @@ def _run(program, library, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.keras
 def test_the_reuters_example_in_keras_2_spelling_runs_as_with_keras(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    # Keras's cache folder (fixed when Keras is imported) holds the real files: no download
+    import keras.src.backend.config as keras_config
     (tmp_path / "keras" / "datasets").mkdir(parents=True)
     for name in ("reuters.npz", "reuters_word_index.json"):
         (tmp_path / "keras" / "datasets" / name).symlink_to(data_dir / name)
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
     # Keras 3 dropped Keras 2's np_utils: its run takes the same function by Keras 3's name
     theirs = _run(REUTERS_KERAS2.replace("from keras.utils import np_utils\n", "np_utils = keras.utils\n"),
                   "keras", tmp_path, monkeypatch)

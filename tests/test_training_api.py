@@ -461,3 +461,86 @@ def test_compile_config_goes_both_ways_through_keras_files(rng, tmp_path):
         np.testing.assert_allclose(back.train_on_batch(x, y), km.train_on_batch(x, y), rtol=2e-5)
     _assert_weights(back, km)
     assert list(back.evaluate(x, y, return_dict=True, verbose=0)) == ["acc", "loss"]
+
+
+# ---- review findings: each failed before its fix ------------------------------------------------
+
+def _masked_sequence_models():
+    import keras
+    km = keras.Sequential([keras.Input((6,)), keras.layers.Embedding(20, 4, mask_zero=True),
+                           keras.layers.LSTM(3, return_sequences=True), keras.layers.Dense(3, activation="softmax")])
+    m = Sequential([fastlstm.Input((6,)), Embedding(20, 4, mask_zero=True), LSTM(3, return_sequences=True),
+                    Dense(3, activation="softmax")])
+    m.set_weights(km.get_weights())
+    return m, km
+
+
+@pytest.mark.keras
+def test_masked_outputs_reduce_and_score_as_keras(rng):
+    """A masked sequence output: every reduction folds the mask in as Keras's apply_mask (only
+    the means rescale by total/valid), and unweighted metrics see the mask too."""
+    import keras
+    x = rng.integers(1, 20, (8, 6))
+    x[:, 4:] = 0
+    x[0, 2:] = 0
+    y = rng.integers(0, 3, (8, 6))
+    m, km = _masked_sequence_models()
+    for reduction in ("sum_over_batch_size", "sum", "mean_with_sample_weight"):
+        km.compile(loss=keras.losses.SparseCategoricalCrossentropy(reduction=reduction), metrics=["accuracy"],
+                   weighted_metrics=["acc"])
+        m.compile(loss=losses.SparseCategoricalCrossentropy(reduction=reduction), metrics=["accuracy"],
+                  weighted_metrics=["acc"])
+        # (with sample weights as well, Keras's own masked reduction fails: a shape error in torch)
+        np.testing.assert_allclose(m.evaluate(x, y, batch_size=8, verbose=0),
+                                   km.evaluate(x, y, batch_size=8, verbose=0), rtol=2e-6, err_msg=reduction)
+
+
+def test_training_and_evaluation_take_the_loss_the_same_way(rng):
+    """A saturated wrong prediction: train_on_batch, test_on_batch and evaluate agree."""
+    m = Sequential([Embedding(30, 4), LSTM(3), Dense(3, activation="softmax")])
+    m.build((None, 9))
+    m.layers[-1].kernel[...] = 0
+    m.layers[-1].bias[...] = [200, 0, 0]
+    m.compile(optimizer=fastlstm.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy")
+    x, y = rng.integers(1, 30, (4, 9)), np.ones(4, int)
+    assert m.test_on_batch(x, y) == m.evaluate(x, y, verbose=0) == pytest.approx(m.train_on_batch(x, y), rel=1e-6)
+
+
+def test_evaluate_beside_a_training_thread_is_unaffected(rng):
+    import threading
+    x, y = rng.integers(1, 20, (256, 5)), rng.integers(0, 2, 256)
+    m = Sequential([Embedding(20, 4), LSTM(3), Dense(2, activation="softmax")])
+    m.compile(optimizer=fastlstm.optimizers.SGD(0.0), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    want = m.evaluate(x[:64], 1 - y[:64], batch_size=8, verbose=0)
+    fitted = {}
+    t = threading.Thread(target=lambda: fitted.update(h=m.fit(x, y, epochs=15, batch_size=8, verbose=0)))
+    t.start()
+    seen = set()
+    while t.is_alive():
+        seen.add(tuple(m.evaluate(x[:64], 1 - y[:64], batch_size=8, verbose=0)))
+    t.join()
+    assert seen <= {tuple(want)}
+    assert len(set(np.round(fitted["h"].history["loss"], 6))) == 1  # lr 0: every epoch's loss the same
+
+
+def test_sequence_labels_without_a_declared_length(rng):
+    """Embedding first and no Input: the output is (None, None, k); (n, T) labels still fit,
+    loss='crossentropy' resolves and an empty predict is an empty array."""
+    m = Sequential([Embedding(20, 4), LSTM(3, return_sequences=True), Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="crossentropy", metrics=["accuracy"])
+    x, y = rng.integers(1, 20, (8, 6)), rng.integers(0, 3, (8, 6))
+    m.fit(x, y, verbose=0)
+    assert m.predict(np.zeros((0, 6), int), verbose=0).shape[0] == 0
+    with pytest.raises(ValueError, match="labels"):
+        m.fit(x, y[:, :5], verbose=0)
+
+
+def test_ctrl_c_in_a_last_epoch_end_hook_is_not_lost(rng):
+    import os
+    import signal
+    x, y = _data(rng, 20)
+    m = Sequential([Embedding(30, 4), LSTM(3), Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    ctrl_c = callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(x, y, epochs=1, callbacks=[ctrl_c], verbose=0)
