@@ -99,6 +99,8 @@ def test_the_reuters_example_in_keras_2_spelling_runs_as_with_keras(data_dir, tm
     # Keras's cache folder (fixed when Keras is imported) holds the real files: no download
     import keras.src.backend.config as keras_config
     (tmp_path / "keras" / "datasets").mkdir(parents=True)
+    data_dir = data_dir.resolve()  # the programs run in tmp_path: no relative paths
+    monkeypatch.setenv("FASTLSTM_DATA_DIR", str(data_dir))
     for name in ("reuters.npz", "reuters_word_index.json"):
         (tmp_path / "keras" / "datasets" / name).symlink_to(data_dir / name)
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
