@@ -4,14 +4,13 @@ import copy
 import math
 import signal
 import threading
-import time
 
 import numpy as np
 
 from fastlstm import _fork, callbacks as cb_module, layers, losses, metrics as metrics_module, optimizers, saving
 from fastlstm.callbacks import History  # noqa: F401 (fastlstm.models.History, as before)
 from fastlstm.layers import InputLayer, Layer, LogitsGradient, float_input
-from fastlstm.saving import load_model, save_model  # Keras's keras.models.load_model / save_model
+from fastlstm.saving import load_model, save_model  # noqa: F401 Keras's keras.models.load_model / save_model
 from fastlstm.utils import rng, summary_utils
 
 
@@ -312,10 +311,12 @@ class Sequential:
             loss, dout = self._loss_and_gradient(labels, out, mask, sample_weight)
             loss = np.float32(loss + activity)
             grads = self._backward(dout)
-            index = {id(w): k for k, w in enumerate(self.weights)}
-            for w, reg in self._penalties():
-                loss = np.float32(loss + reg(w))
-                grads[index[id(w)]] = grads[index[id(w)]] + reg.gradient(w)
+            penalties = self._penalties()
+            if penalties:  # Keras adds them to the loss, and their gradients to the weights'
+                index = {id(w): k for k, w in enumerate(self.weights)}
+                for w, reg in penalties:
+                    loss = np.float32(loss + reg(w))
+                    grads[index[id(w)]] = grads[index[id(w)]] + reg.gradient(w)
             pairs = self._trainable_pairs(grads)
             with self._weights_lock.writing():
                 self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
