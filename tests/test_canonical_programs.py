@@ -34,6 +34,7 @@ accuracy = result[1]
 # these machines): a review is positive when it holds more "good" (2..9) than "bad" (10..17)
 # tokens. Keras 3 spelling: layers, dropout, callbacks, sample weights, files, top-k.
 SYNTHETIC = """
+import numpy as np
 rng = np.random.default_rng(0)
 x = rng.integers(2, 200, size=(1200, 40))
 x[rng.random(x.shape) < 0.3] = 0
