@@ -9,10 +9,10 @@ from fastlstm import (activations, backend, callbacks, datasets, layers, losses,
                       preprocessing, regularizers, utils)
 from fastlstm._core import get_num_threads, set_num_threads
 from fastlstm.layers import Input
-from fastlstm.models import History, Sequential
+from fastlstm.models import History, Model, Sequential
 from fastlstm.train import TrainResult, reuters_model, train_reuters
 
 __all__ = ["activations", "backend", "callbacks", "datasets", "layers", "losses", "metrics", "optimizers",
-           "preprocessing", "regularizers", "utils", "get_num_threads", "set_num_threads", "Input", "History",
+           "preprocessing", "regularizers", "utils", "get_num_threads", "set_num_threads", "Input", "History", "Model",
            "Sequential", "TrainResult", "reuters_model", "train_reuters"]
 __version__ = "0.1.0"

@@ -105,6 +105,7 @@ class Layer:
         self._trainable = bool(trainable)
         self.activity_regularizer = None  # Dense takes one (see activity_penalty)
         self.built = False
+        self._inbound_nodes = []  # calls on KerasTensors (functional.Node), in order
         self._init_scratch()
         _fork.register(self)
 
@@ -137,7 +138,12 @@ class Layer:
         _fork.register(self)
 
     def __call__(self, inputs, training=False, mask=None):
-        """The layer on arrays, as in Keras: built from the input's shape on first use."""
+        """The layer on arrays, as in Keras: built from the input's shape on first use. On
+        KerasTensors (`Input` and what layers made of it) it adds a node to the graph of a
+        functional model and returns the output KerasTensor(s) (see functional.py)."""
+        if any(isinstance(t, KerasTensor) for t in (inputs if isinstance(inputs, (list, tuple)) else [inputs])):
+            from fastlstm import functional  # the graph reads the layers: imported when first used
+            return functional.call_symbolic(self, inputs, training, mask)
         if not self.built:
             shape = np.shape(inputs)
             self.output_shape(shape)  # checks the input before any weight is made
@@ -943,14 +949,22 @@ class SimpleRNN(_Recurrent):
         return config
 
 
-def _add_input_gradients(a, b):
-    """The sum of two layers' gradients of the same input (arrays, or TokenRowsGradients of
-    the same token ids)."""
+def _add_input_gradients(a, b, inputs=None):
+    """The sum of two layers' gradients of the same input: arrays, or TokenRowsGradients (of
+    a TokenSequence `inputs`); a mix becomes one TokenRowsGradient of `inputs`' tokens."""
     if isinstance(a, TokenRowsGradient) and isinstance(b, TokenRowsGradient) and np.array_equal(a.rows, b.rows):
         return TokenRowsGradient(a.rows, a.values + b.values)
-    if isinstance(a, TokenRowsGradient) or isinstance(b, TokenRowsGradient):
-        raise TypeError("the two directions of a Bidirectional read their input differently")
-    return a + b
+    if not isinstance(a, TokenRowsGradient) and not isinstance(b, TokenRowsGradient):
+        return a + b
+    if not isinstance(inputs, TokenSequence):
+        raise TypeError("gradients of a token sequence need the TokenSequence they belong to")
+    parts = [g if isinstance(g, TokenRowsGradient) else
+             TokenRowsGradient(inputs.ids.reshape(-1), np.asarray(g, np.float32).reshape(-1, inputs.shape[-1]))
+             for g in (a, b)]
+    rows, where = np.unique(np.concatenate([g.rows for g in parts]), return_inverse=True)
+    values = np.zeros((len(rows), inputs.shape[-1]), np.float32)
+    np.add.at(values, where, np.concatenate([g.values for g in parts]))
+    return TokenRowsGradient(rows.astype(np.int32), values)
 
 
 class Bidirectional(Layer):
@@ -1434,6 +1448,149 @@ class Activation(_Weightless):
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
+
+
+class _Merge(_Weightless):
+    """Keras's merge layers: called on a list of tensors of one rank (Keras's broadcasting of
+    size-1 dimensions included). backward(d) -> ([d input, ...], [])."""
+
+    _scratch = ("_shapes",)
+
+    def _check_inputs(self, input_shape):
+        """The list of input shapes, checked as Keras's Merge.build."""
+        if not isinstance(input_shape, (list, tuple)) or not input_shape or \
+                not all(isinstance(s, (list, tuple)) for s in input_shape):
+            raise ValueError("A merge layer should be called on a list of inputs. "
+                             f"Received: input_shape={input_shape} (not a list of shapes)")
+        shapes = [tuple(s) for s in input_shape]
+        batch_sizes = {s[0] for s in shapes if s} - {None}
+        if len(batch_sizes) > 1:
+            raise ValueError(f"Cannot merge tensors with different batch sizes. Received tensors with shapes {shapes}")
+        if len({len(s) for s in shapes}) != 1:
+            raise ValueError(f"{self.name}: fastlstm merges inputs of one rank; received shapes {shapes}")
+        return shapes
+
+    def output_shape(self, input_shape):
+        shapes = self._check_inputs(input_shape)
+        out = [None if None in dims else max(dims) for dims in zip(*shapes)]
+        for k, dims in enumerate(zip(*shapes)):
+            if k and len({d for d in dims if d not in (None, 1)}) > 1:
+                raise ValueError(f"Inputs have incompatible shapes. Received shapes {shapes[0][1:]} and "
+                                 f"{next(s for s in shapes if s[k] not in (None, 1, out[k]))[1:]}")
+        batch = {s[0] for s in shapes} - {None}
+        return (batch.pop() if batch else None,) + tuple(out[1:])
+
+    def _inputs(self, inputs):
+        if not isinstance(inputs, (list, tuple)):
+            raise ValueError(f"A merge layer should be called on a list of inputs. Received: inputs={inputs!r} "
+                             "(not a list of tensors)")
+        xs = [_float32_input(x, self.name) for x in inputs]
+        self.output_shape([x.shape for x in xs])
+        self._shapes = [x.shape for x in xs]
+        return xs
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras's Merge: the OR of the input masks, None if any input has none."""
+        if mask is None or any(m is None for m in mask):
+            return None
+        return np.logical_or.reduce([np.asarray(m, bool) for m in mask])
+
+    def backward(self, d):
+        return [_unbroadcast(g, shape) for g, shape in zip(self._input_gradients(d), self._shapes)], []
+
+
+def _unbroadcast(d, shape):
+    """d summed over the axes that broadcasting stretched from size 1 in `shape`."""
+    axes = tuple(k for k, (a, b) in enumerate(zip(d.shape, shape)) if b == 1 and a != 1)
+    return np.ascontiguousarray(d.sum(axis=axes, keepdims=True) if axes else d, dtype=np.float32)
+
+
+class Add(_Merge):
+    """Keras's Add: the element-wise sum of the inputs."""
+
+    def call(self, inputs, training=False, mask=None):
+        xs = self._inputs(inputs)
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+    def _input_gradients(self, d):
+        return [d] * len(self._shapes)
+
+
+class Average(Add):
+    """Keras's Average: the element-wise mean of the inputs (their sum / their count)."""
+
+    def call(self, inputs, training=False, mask=None):
+        return super().call(inputs) / np.float32(len(self._shapes))
+
+    def _input_gradients(self, d):
+        return [d / np.float32(len(self._shapes))] * len(self._shapes)
+
+
+class Concatenate(_Merge):
+    """Keras's Concatenate: the inputs joined along `axis` (the others must match)."""
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise ValueError(f"Concatenate: axis must be an integer, got {axis!r}")
+        self.axis = int(axis)
+
+    def output_shape(self, input_shape):
+        shapes = self._check_inputs(input_shape)
+        rank = len(shapes[0])
+        if not -rank <= self.axis < rank or self.axis % rank == 0:
+            raise ValueError(f"{self.name}: axis={self.axis} is not a feature or time axis of inputs of rank {rank}")
+        axis = self.axis % rank
+        for k in range(1, rank):
+            if k != axis and len({s[k] for s in shapes} - {None}) > 1:
+                raise ValueError("A `Concatenate` layer requires inputs with matching shapes except for the "
+                                 f"concatenation axis. Received: input_shape={shapes}")
+        out = list(shapes[0])
+        out[axis] = None if any(s[axis] is None for s in shapes) else sum(s[axis] for s in shapes)
+        for k in range(1, rank):
+            if k != axis and out[k] is None:
+                out[k] = next((s[k] for s in shapes if s[k] is not None), None)
+        return tuple(out)
+
+    def call(self, inputs, training=False, mask=None):
+        return np.concatenate(self._inputs(inputs), axis=self.axis)
+
+    def compute_mask(self, inputs, mask=None):
+        """Keras's: each input's mask (all true where it has none) stretched to its shape,
+        joined along `axis`, then true where any feature is (the last axis reduced)."""
+        if mask is None or all(m is None for m in mask):
+            return None
+        shapes = [np.shape(x) for x in inputs]
+        full = []
+        for shape, m in zip(shapes, mask):
+            m = np.ones(shape, bool) if m is None else np.asarray(m, bool)
+            full.append(np.broadcast_to(m[..., None], shape) if m.ndim < len(shape) else m)
+        return np.any(np.concatenate(full, axis=self.axis), axis=-1)
+
+    def _input_gradients(self, d):
+        ends = np.cumsum([s[self.axis] for s in self._shapes])[:-1]
+        return np.split(d, ends, axis=self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+def add(inputs, **kwargs):
+    """Keras's keras.layers.add: Add(**kwargs)(inputs)."""
+    return Add(**kwargs)(inputs)
+
+
+def average(inputs, **kwargs):
+    """Keras's keras.layers.average: Average(**kwargs)(inputs)."""
+    return Average(**kwargs)(inputs)
+
+
+def concatenate(inputs, axis=-1, **kwargs):
+    """Keras's keras.layers.concatenate: Concatenate(axis, **kwargs)(inputs)."""
+    return Concatenate(axis=axis, **kwargs)(inputs)
 
 
 def _shape_tuple(shape, what):

@@ -14,19 +14,55 @@ from fastlstm.saving import load_model, save_model  # noqa: F401 Keras's keras.m
 from fastlstm.utils import rng, summary_utils
 
 
-class Sequential:
-    """A stack of layers, each called through the one layer protocol (see layers.py):
-    Sequential knows no layer type. Embedding -> LSTM runs fused because the Embedding hands
-    on a TokenSequence that the LSTM reads as projected table rows."""
+class Model:
+    """What every model has: weights, files, compile / fit / evaluate / predict over its
+    outputs (one for a Sequential; one or several for a functional model). A model runs its
+    layers through the one layer protocol (see layers.py) and knows no layer type: a
+    subclass gives `layers`, `_forward(x, training) -> ([outputs], [masks], activity
+    penalty)`, `_backward([d output]) -> gradients in weights order`, `_output_shapes`.
 
-    def __init__(self, layers=None, name="sequential"):
+    `Model(inputs, outputs)` makes a functional model (functional.Functional), as Keras's."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model:
+            if not args and "inputs" not in kwargs:
+                raise TypeError("fastlstm's models are Sequential([...]) or Model(inputs, outputs) (the functional "
+                                "API); subclassing keras.Model with a call() is not supported")
+            from fastlstm.functional import Functional
+            return super().__new__(Functional)
+        return super().__new__(cls)
+
+    def __init__(self, name):
         self.name, self.layers = name, []
-        self.optimizer = self.loss = self._input_layer = None
+        self.optimizer = self.loss = None
         self.compiled = False
         self._init_locks()
         _fork.register(self)
-        for layer in layers or []:
-            self.add(layer)
+
+    @property
+    def output_names(self):
+        """Each output's name (the layer that makes it), as Keras's."""
+        return [self.layers[-1].name] if self.layers else []
+
+    def _structured(self, outs):
+        """The outputs as the model gives them: the array of its one output."""
+        return outs[0]
+
+    def get_layer(self, name=None, index=None):
+        """A layer by name or by index in `layers`, as Keras's."""
+        if index is not None and name is not None:
+            raise ValueError(f"Provide only a layer name or a layer index. Received: index={index}, name={name}.")
+        if index is not None:
+            if len(self.layers) <= index:
+                raise ValueError(f"Was asked to retrieve layer at index {index} but model only has "
+                                 f"{len(self.layers)} layers.")
+            return self.layers[index]
+        if name is not None:
+            for layer in self.layers:
+                if layer.name == name:
+                    return layer
+            raise ValueError(f"No such layer: {name}. Existing layers are: {[layer.name for layer in self.layers]}.")
+        raise ValueError("Provide either a layer name or layer index at `get_layer`.")
 
     def _init_locks(self):
         self._lock = threading.RLock()  # one training step at a time
@@ -49,54 +85,6 @@ class Sequential:
         self.__dict__.update(state)
         self._init_locks()
         _fork.register(self)
-
-    # ---- structure --------------------------------------------------------------------
-    def add(self, layer):
-        # keras.Input(...) / InputLayer(...) as the first item, as in Keras: it fixes the input
-        # shape and is not one of `layers`.
-        if isinstance(getattr(layer, "_keras_history", None), tuple) and isinstance(layer._keras_history[0], InputLayer):
-            layer = layer._keras_history[0]
-        if isinstance(layer, InputLayer):
-            if self.layers or self._input_layer is not None:
-                raise ValueError(f"Sequential model '{self.name}' already has its input: an Input or InputLayer "
-                                 "can only be its first item")
-            self._input_layer = layer
-            return
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential takes fastlstm layers, got {type(layer).__name__}")
-        self.layers.append(layer)
-        shape = (self._input_layer or self.layers[0]).batch_input_shape()
-        if shape is not None:
-            try:
-                self.build(shape)
-            except Exception:
-                self.layers.pop()  # a layer that does not fit leaves the model as it was
-                raise
-
-    @property
-    def built(self):
-        return bool(self.layers) and all(layer.built for layer in self.layers)
-
-    def build(self, input_shape):
-        """Create every layer's weights for inputs of `input_shape` (batch first). Every
-        layer's input is checked first, so a wrong shape builds nothing."""
-        shapes = [tuple(input_shape)]  # each layer's input, then the model's output
-        for layer in self.layers:
-            shapes.append(layer.output_shape(shapes[-1]))
-            if isinstance(shapes[-1], list):
-                raise ValueError(f"{layer.name} has {len(shapes[-1])} outputs (return_state=True): a "
-                                 "Sequential model takes layers with one output")
-        for layer, shape in zip(self.layers, shapes):
-            if not layer.built:
-                layer.build(shape)
-        self._input_shape, self._output_shape = shapes[0], shapes[-1]
-        self._build_input_shape = (None,) + tuple(input_shape)[1:]  # for get_config, as Keras
-
-    def _ensure_built(self, x):
-        if not self.layers:
-            raise ValueError("the model has no layers")
-        if not self.built:
-            self.build((None,) + float_input(x, self.layers[0].name).shape[1:])  # any batch size, as Keras
 
     @property
     def weights(self):
@@ -149,68 +137,48 @@ class Sequential:
         """Keras 3's .keras file of the model (config, weights, compile settings and optimizer
         state): keras.models.load_model and fastlstm.models.load_model read it."""
         saving.save_model(self, filepath, overwrite, zipped, **kwargs)
-
-    def get_config(self):
-        """Keras's Sequential config: the name, each layer's config ({"module", "class_name",
-        "config", ...}) and, once built, the input shape it was built for."""
-        config = {"name": self.name, "trainable": True, "dtype": layers._float32_policy(),
-                  "layers": [saving.serialize_keras_object(layer, f"layers[{k}]") for k, layer in enumerate(self.layers)]}
-        shape = getattr(self, "_build_input_shape", None)
-        if self.built and shape is not None:
-            config["build_input_shape"] = list(shape)
-        return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        """A new model from a Sequential config (Keras's or get_config()'s): each layer from
-        its config (by Keras's class_name, see saving.deserialize_layer), built for the
-        config's input shape."""
-        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-            raise ValueError(f"A Sequential model configuration must be a dictionary with a 'layers' list. "
-                             f"Received: config={config!r}")
-        for key in ("trainable", "dtype"):
-            if key in config and not layers._changes_nothing(key, config[key]):
-                raise ValueError(f"a Sequential model with {key}={config[key]!r} is not supported by fastlstm")
-        model = cls(name=config.get("name", "sequential"))
-        shape = config.get("build_input_shape")
-        with saving._custom_object_scope(custom_objects):
-            for layer_config in config["layers"]:
-                if layer_config.get("class_name") == "InputLayer" and not hasattr(layers, "InputLayer"):
-                    # until fastlstm.layers has an InputLayer: Keras's input shape builds the model
-                    shape = shape or (layer_config.get("config") or {}).get("batch_shape")
-                    continue
-                model.add(saving.deserialize_layer(layer_config))
-        if shape and model.layers and not model.built:
-            model.build(shape)
-        return model
-
     # ---- training ----------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True):
         """Keras's compile: the optimizer (default 'rmsprop', as Keras), the loss (needed to
         train or evaluate), metrics (logged under the names given) and weighted_metrics (those
-        also weighted by sample/class weights). run_eagerly, jit_compile and auto_scale_loss
-        change nothing here (fastlstm has no graph to compile)."""
+        also weighted by sample/class weights). With several outputs, as Keras: one loss for
+        all, or a list (output order) or dict (by output name) of losses (None: no loss for that
+        output), loss_weights likewise, metrics as a list of one entry per output or a dict.
+        run_eagerly, jit_compile and auto_scale_loss change nothing here (fastlstm has no
+        graph to compile)."""
         if steps_per_execution != 1:
             raise ValueError("fastlstm runs one batch per step: steps_per_execution must be 1")
         # as given, for get_compile_config (Keras's file keeps what the user wrote: "acc" stays "acc")
         self._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
                               "weighted_metrics": weighted_metrics, "run_eagerly": run_eagerly,
                               "steps_per_execution": steps_per_execution, "jit_compile": jit_compile}
+        names = self.output_names or ["output"]
+        per_output_loss = _per_output(loss, names, "loss", broadcast=True)
+        if loss_weights is None or np.ndim(loss_weights) == 0 and not isinstance(loss_weights, (dict, list, tuple)):
+            weights = [loss_weights] * len(names)
+        else:
+            weights = _per_output(loss_weights, names, "loss_weights")
+            if isinstance(loss_weights, dict) and any(w is None for w, l in zip(weights, per_output_loss) if l is not None):
+                raise ValueError(f"loss_weights {loss_weights!r} gives no weight for an output with a loss "
+                                 f"(outputs {names})")
         self.optimizer = optimizers.get(optimizer)
-        self.loss = loss
-        # 'crossentropy'/'ce': binary, sparse or categorical by the first labels' shapes (Keras)
-        self._loss_fn = None if loss is None or str(loss).lower() in ("crossentropy", "ce") else losses.get(loss)
-        if isinstance(loss_weights, (list, tuple)):
-            if len(loss_weights) != 1:
-                raise ValueError(f"a Sequential model has one output: loss_weights must hold one weight, "
-                                 f"got {loss_weights!r}")
-            loss_weights = loss_weights[0]
-        self._loss_weight = np.float32(1.0 if loss_weights is None else loss_weights)
+        self.loss = None if all(spec is None for spec in per_output_loss) else loss
+        # Each output's loss: None (no loss), or a Loss; 'crossentropy'/'ce' is resolved on the first labels
+        # (binary, sparse or categorical by their shapes, as Keras), held as the name until then.
+        self._output_losses = [None if spec is None else spec if _is_crossentropy_name(spec) else losses.get(spec)
+                               for spec in per_output_loss]
+        self._loss_weights = [np.float32(1.0 if w is None else w) for w in weights]
         # resolved on the first batch (Keras: 'accuracy' by the labels' and output's shapes)
-        self._compile_metrics = (metrics_module.CompileMetrics(metrics, weighted_metrics)
-                                 if metrics is not None or weighted_metrics is not None else None)
+        per_metrics = _per_output(metrics, names, "metrics") if len(names) > 1 else [metrics]
+        per_weighted = _per_output(weighted_metrics, names, "weighted_metrics") if len(names) > 1 else [weighted_metrics]
+        self._output_metrics = [metrics_module.CompileMetrics(m, w) if m is not None or w is not None else None
+                                for m, w in zip(per_metrics, per_weighted)]
         self._loss_tracker = metrics_module.Mean(name="loss")
+        # Keras's per-output loss trackers (unweighted, without penalties) when more than one output has a loss
+        with_loss = [name for name, fn in zip(names, self._output_losses) if fn is not None]
+        self._output_loss_trackers = [metrics_module.Mean(name=f"{name}_loss") if fn is not None and len(with_loss) > 1
+                                      else None for name, fn in zip(names, self._output_losses)]
         self.compiled = True
 
     def get_compile_config(self):
@@ -220,14 +188,17 @@ class Sequential:
 
     @property
     def metrics(self):
-        """The loss tracker, then the compiled metrics' container (Keras's order)."""
+        """The loss tracker, the compiled metrics' container(s), the per-output loss trackers
+        (Keras's order)."""
         if not self.compiled:
             return []
-        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics is not None else [])
+        return [self._loss_tracker] + [m for m in self._output_metrics if m is not None] + \
+            [t for t in self._output_loss_trackers if t is not None]
 
     @property
     def metrics_names(self):
-        """As Keras 3: ['loss', 'compile_metrics'] with compiled metrics, ['loss'] without."""
+        """As Keras 3: ['loss', 'compile_metrics'] with compiled metrics, ['loss'] without;
+        then each output's '<name>_loss' when several outputs have a loss."""
         return [m.name for m in self.metrics]
 
     def reset_metrics(self):
@@ -240,77 +211,80 @@ class Sequential:
         if self.loss is None:
             raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
 
-    def _forward(self, x, training):
-        """(the last layer's output, its mask, the layers' activity penalties of this call:
-        Keras's layer losses, part of the loss). A softmax's output carries its logits. Masks
-        flow from layer to layer as in Keras."""
-        mask, penalty = None, np.float32(0)
-        for layer in self.layers:
-            x, mask = layer.call(x, training=training, mask=mask), layer.compute_mask(x, mask)
-            penalty += np.float32(layer.activity_penalty(x))
-        return x, mask, penalty
-
-    def _backward(self, d):
-        """Gradients of every weight, in `weights` order, from d = dL/d(output)."""
-        grads = []
-        for layer in reversed(self.layers):
-            d, g = layer.backward(d)
-            grads[:0] = g
-        return grads
-
     def _penalties(self):
         """[(weight, regularizer)] of every layer (Keras adds their sum to the loss)."""
         return [pair for layer in self.layers for pair in layer.weight_regularizers()]
 
-    def _update_metrics(self, state, loss, n, y, out, mask, sample_weight):
-        """Keras's per-batch state (a _MetricsState): the loss tracker weighted by the batch
-        size; the compiled metrics get the labels as given, the output and its mask."""
+    def _update_metrics(self, state, loss, output_losses, n, ys, outs, masks, sample_weight):
+        """Keras's per-batch state (a _MetricsState): the loss trackers weighted by the batch
+        size; each output's compiled metrics get its labels as given, the output and its mask."""
         state.loss.update_state(loss, sample_weight=n)
-        if state.compiled is not None:
-            state.compiled.update_state(y, np.asarray(out), sample_weight=sample_weight, mask=mask)
+        for tracker, value in zip(state.output_losses, output_losses):
+            if tracker is not None:
+                tracker.update_state(value, sample_weight=n)
+        for compiled, y, out, mask in zip(state.compiled, ys, outs, masks):
+            if compiled is not None:
+                compiled.update_state(y, np.asarray(out), sample_weight=sample_weight, mask=mask)
 
     def _logs(self, state=None):
-        """{name: value} of `state` (default: training's), sorted by name as Keras's logs are."""
+        """{name: value} of `state` (default: training's), sorted by name as Keras's logs are;
+        with several outputs each metric's name starts with its output's."""
         state = state or self._training_state()
-        logs = {"loss": state.loss.result(), **(state.compiled.result() if state.compiled is not None else {})}
+        logs = {"loss": state.loss.result()}
+        for tracker in state.output_losses:
+            if tracker is not None:
+                logs[tracker.name] = tracker.result()
+        prefixes = [f"{name}_" for name in self.output_names] if len(state.compiled) > 1 else [""]
+        for compiled, prefix in zip(state.compiled, prefixes):
+            if compiled is not None:
+                logs.update({prefix + k: v for k, v in compiled.result().items()})
         return dict(sorted(logs.items()))
 
     def _training_state(self):
-        return _MetricsState(self._loss_tracker, self._compile_metrics)
+        return _MetricsState(self._loss_tracker, self._output_metrics, self._output_loss_trackers)
 
     def _evaluation_state(self):
         """Fresh metrics for one evaluation run: an evaluate beside a training thread (or
         validation inside fit) neither reads nor resets the training's."""
         state = copy.deepcopy(self._training_state())
-        state.loss.reset_state()
-        if state.compiled is not None:
-            state.compiled.reset_state()
+        for m in [state.loss] + [m for m in state.compiled + state.output_losses if m is not None]:
+            m.reset_state()
         return state
 
-    def _loss_and_gradient(self, labels, out, mask, sample_weight):
-        want = np.shape(out)[:-1] if labels.ndim == np.ndim(out) - 1 else np.shape(out)
-        if labels.shape != want:  # the lengths an undeclared output shape left open
-            raise ValueError(f"labels of shape {labels.shape[1:]} per sample do not match the model's output "
-                             f"of shape {np.shape(out)[1:]} per sample")
-        values, grad = self._loss_fn.values_and_gradient(labels, out)
-        loss, weights, divisor = self._loss_fn.reduce(values, sample_weight, mask)
-        weights = (weights * self._loss_weight)[..., None]
+    def _loss_and_gradient(self, labels, outs, masks, sample_weight):
+        """(the weighted sum of the outputs' losses, [each output's unweighted loss or None],
+        [dL/d(output) or None]) of one batch."""
+        total, values, grads = np.float32(0), [], []
+        for fn, weight, label, out, mask in zip(self._output_losses, self._loss_weights, labels, outs, masks):
+            if fn is None:
+                values.append(None)
+                grads.append(None)
+                continue
+            want = np.shape(out)[:-1] if label.ndim == np.ndim(out) - 1 else np.shape(out)
+            if label.shape != want:  # the lengths an undeclared output shape left open
+                raise ValueError(f"labels of shape {label.shape[1:]} per sample do not match the model's output "
+                                 f"of shape {np.shape(out)[1:]} per sample")
+            per_sample, grad = fn.values_and_gradient(label, out)
+            loss, sample_weights, divisor = fn.reduce(per_sample, sample_weight, mask)
+            sample_weights = (sample_weights * weight)[..., None]
 
-        def scaled(d):  # d * weights / divisor: with unit weights exactly d / divisor
-            return d * weights / divisor
+            def scaled(d):  # d * weights / divisor: with unit weights exactly d / divisor
+                return d * sample_weights / divisor
 
-        grad = LogitsGradient(scaled(grad.values)) if isinstance(grad, LogitsGradient) else scaled(grad)
-        return np.float32(loss * self._loss_weight), grad
+            grads.append(LogitsGradient(scaled(grad.values)) if isinstance(grad, LogitsGradient) else scaled(grad))
+            values.append(np.float32(loss))
+            total = np.float32(total + np.float32(loss * weight))
+        return total, values, grads
 
     def _train_step(self, x, batch):
         """One optimizer step on x and `batch` (labels as given, prepared labels, sample
         weights or None); updates the metrics with the batch before the step."""
         y, labels, sample_weight = batch
         with self._lock:
-            out, mask, activity = self._forward(x, training=True)
-            loss, dout = self._loss_and_gradient(labels, out, mask, sample_weight)
+            outs, masks, activity = self._forward(x, training=True)
+            loss, output_losses, douts = self._loss_and_gradient(labels, outs, masks, sample_weight)
             loss = np.float32(loss + activity)
-            grads = self._backward(dout)
+            grads = self._backward(douts)
             penalties = self._penalties()
             if penalties:  # Keras adds them to the loss, and their gradients to the weights'
                 index = {id(w): k for k, w in enumerate(self.weights)}
@@ -320,7 +294,7 @@ class Sequential:
             pairs = self._trainable_pairs(grads)
             with self._weights_lock.writing():
                 self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
-            self._update_metrics(self._training_state(), loss, len(x), y, out, mask, sample_weight)
+            self._update_metrics(self._training_state(), loss, output_losses, len(x), y, outs, masks, sample_weight)
 
     def _trainable_pairs(self, grads):
         """(gradient, weight) of the trainable weights, in `weights` order."""
@@ -341,27 +315,42 @@ class Sequential:
         return [w for layer in self.layers if not layer.trainable for w in layer.weights]
 
     def _prepare(self, x, y, sample_weight, class_weight, what):
-        """(x, labels as given, prepared labels, sample weights or None), checked."""
-        x = _as_batchable(x, what)
+        """(x, [each output's labels as given], [each output's prepared labels], sample weights
+        or None), checked. y: an array for one output; a list (output order) or dict (by
+        output name) for several."""
+        x = self._batchable(x, what)
         self._ensure_built(x)
         n = len(x)
         if y is None:
             raise ValueError(f"{what}: labels (y) are needed to compute the loss")
-        y = np.asarray(y)
-        if y.ndim == 0 or len(y) != n:
-            raise ValueError(f"x and y hold different numbers of samples: {n} and "
-                             f"{len(y) if y.ndim else 'a scalar'}")
-        out_shape = (None,) + tuple(self._output_shape[1:])
-        if self._loss_fn is None:  # loss='crossentropy'
-            is_binary, is_sparse = metrics_module.is_binary_or_sparse_categorical(
-                y, np.empty((1,) + tuple(1 if d is None else d for d in out_shape[1:])))
-            self._loss_fn = (losses.BinaryCrossentropy() if is_binary else losses.SparseCategoricalCrossentropy()
-                             if is_sparse else losses.CategoricalCrossentropy())
-        labels = self._loss_fn.prepare(y, out_shape)
+        names = self.output_names or ["output"]
+        if len(names) == 1 and isinstance(y, (list, tuple)) and len(y) == 1 and isinstance(y[0], np.ndarray):
+            y = y[0]  # [labels] of a model of one output: the structure Keras flattens
+        ys = _per_output(y, names, "y", structure_only=True) if len(names) > 1 else [y]
+        labels = []
+        for k, (y_k, fn) in enumerate(zip(ys, self._output_losses)):
+            y_k = None if y_k is None else np.asarray(y_k)
+            if y_k is None:
+                if fn is not None:
+                    raise ValueError(f"{what}: no labels for output {names[k]!r}, which has a loss")
+            elif y_k.ndim == 0 or len(y_k) != n:
+                raise ValueError(f"x and y hold different numbers of samples: {n} and "
+                                 f"{len(y_k) if y_k.ndim else 'a scalar'}")
+            ys[k] = y_k
+            out_shape = (None,) + tuple(self._output_shapes[k][1:])
+            if isinstance(fn, str):  # loss='crossentropy'
+                is_binary, is_sparse = metrics_module.is_binary_or_sparse_categorical(
+                    y_k, np.empty((1,) + tuple(1 if d is None else d for d in out_shape[1:])))
+                fn = self._output_losses[k] = (losses.BinaryCrossentropy() if is_binary else
+                                               losses.SparseCategoricalCrossentropy() if is_sparse else
+                                               losses.CategoricalCrossentropy())
+            labels.append(None if fn is None else fn.prepare(y_k, out_shape))
         if class_weight is not None:
             if sample_weight is not None:
                 raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")
-            sample_weight = _class_weights_to_sample_weights(y, class_weight)
+            if len(names) > 1:
+                raise ValueError("`class_weight` is only supported for Models with a single output.")
+            sample_weight = _class_weights_to_sample_weights(ys[0], class_weight)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight)
             if sample_weight.dtype.kind not in "fiub":
@@ -374,7 +363,10 @@ class Sequential:
             sample_weight = sample_weight.astype(np.float32)
             if not np.all(np.isfinite(sample_weight)):
                 raise ValueError("sample_weight contains NaN or inf")
-        return x, y, labels, sample_weight
+        return x, _PerOutput(ys), _PerOutput(labels), sample_weight
+
+    def _batchable(self, x, what):
+        return _as_batchable(x, what)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One optimizer step on (x, y); returns the loss and metrics of the batch (before the
@@ -401,17 +393,18 @@ class Sequential:
 
     def __call__(self, x, training=False):
         """The model on an array: its output (probabilities for a softmax head)."""
-        x = _as_batchable(x, "x")
+        x = self._batchable(x, "x")
         self._ensure_built(x)
         with self._weights_lock.reading():
-            return np.asarray(self._forward(x, training=bool(training))[0])
+            return self._structured([np.asarray(o) for o in self._forward(x, training=bool(training))[0]])
 
     def _results(self, logs, return_dict, state):
         """Keras's evaluate/train_on_batch result: the dict, or the values in metric order
         (loss, compiled metrics, the rest sorted); one value alone."""
         if return_dict:
             return logs
-        names = ["loss"] + list(state.compiled.result() if state.compiled is not None else {})
+        names = ["loss"] + [k for c in state.compiled if c is not None for k in c.result()] + \
+            [t.name for t in state.output_losses if t is not None]  # Keras: model.metrics' order, then sorted
         values = [logs[k] for k in names if k in logs] + [logs[k] for k in sorted(logs) if k not in names]
         return values[0] if len(values) == 1 else values
 
@@ -433,7 +426,7 @@ class Sequential:
         epochs = _positive_int(epochs, "epochs", allow_zero=True)
         initial_epoch = _positive_int(initial_epoch, "initial_epoch", allow_zero=True)
         verbose = _verbosity(verbose)
-        x = _as_batchable(x, "x")
+        x = self._batchable(x, "x")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
         if validation_data is None and validation_split:
@@ -441,11 +434,8 @@ class Sequential:
             split = int(math.floor(n * (1.0 - validation_split)))
             if split in (0, n):
                 raise ValueError(f"{n} samples cannot be split with validation_split={validation_split}")
-            y, sample_weight = (None if v is None else np.asarray(v) for v in (y, sample_weight))
-            validation_data = (x[split:], None if y is None else y[split:],
-                               None if sample_weight is None else sample_weight[split:])
-            x, y = x[:split], None if y is None else y[:split]
-            sample_weight = None if sample_weight is None else sample_weight[:split]
+            validation_data = (x[split:], _rows_of(y, slice(split, None)), _rows_of(sample_weight, slice(split, None)))
+            x, y, sample_weight = x[:split], _rows_of(y, slice(split)), _rows_of(sample_weight, slice(split))
         x, y, labels, sample_weight = self._prepare(x, y, sample_weight, class_weight, "fit")
         n = len(x)
         if n == 0:
@@ -507,24 +497,25 @@ class Sequential:
             raise ValueError("fastlstm predicts on arrays: steps must be None")
         batch_size = _positive_int(batch_size if batch_size is not None else 32, "batch_size")
         verbose = _verbosity(verbose)
-        x = _as_batchable(x, "x")
+        x = self._batchable(x, "x")
         self._ensure_built(x)
         callbacks = cb_module.CallbackList(callbacks, add_progbar=verbose != 0, model=self, verbose=verbose,
                                            epochs=1, steps=math.ceil(len(x) / batch_size))
         callbacks.on_predict_begin()
-        outs = []
+        parts = [[] for _ in self._output_shapes]  # each output's batches
         for group in _inference_groups(len(x), batch_size):
             with self._weights_lock.reading():
-                out = np.asarray(self._forward(x[group], training=False)[0])
-            for s in range(0, len(out), batch_size):  # each batch's hooks, in order
+                outs = [np.asarray(o) for o in self._forward(x[group], training=False)[0]]
+            for s in range(0, len(outs[0]), batch_size):  # each batch's hooks, in order
                 step = (group.start + s) // batch_size
                 callbacks.on_predict_batch_begin(step)
-                outs.append(out[s:s + batch_size])
-                callbacks.on_predict_batch_end(step, {"outputs": outs[-1]})
+                for part, out in zip(parts, outs):
+                    part.append(out[s:s + batch_size])
+                callbacks.on_predict_batch_end(step, {"outputs": self._structured([p[-1] for p in parts])})
         callbacks.on_predict_end()
-        if not outs:
-            return np.zeros((0,) + tuple(0 if d is None else d for d in self._output_shape[1:]), np.float32)
-        return np.concatenate(outs).astype(np.float32, copy=False)
+        return self._structured([np.concatenate(part).astype(np.float32, copy=False) if part else
+                                 np.zeros((0,) + tuple(0 if d is None else d for d in shape[1:]), np.float32)
+                                 for part, shape in zip(parts, self._output_shapes)])
 
     def _evaluate(self, x, batch, batch_size, callbacks, state):
         """Loss and metrics of x batch by batch into `state` (each batch's loss is its own
@@ -538,21 +529,18 @@ class Sequential:
             _inference_groups(n, batch_size)
         for group in groups:
             with self._weights_lock.reading():
-                out, mask, activity = self._forward(x[group], training=False)
+                outs, masks, activity = self._forward(x[group], training=False)
                 penalties = sum((reg(w) for w, reg in self._penalties()), np.float32(0))
-            logits = getattr(out, "logits", None)
-            for s in range(0, len(out), batch_size):
+            for s in range(0, len(outs[0]), batch_size):
                 rows = slice(group.start + s, min(group.start + s + batch_size, n))
                 step = rows.start // batch_size
                 callbacks.on_test_batch_begin(step)
-                part = out[s:s + batch_size]
-                if logits is not None:  # a slice keeps no logits: the loss takes them as in training
-                    part = layers.Output.of(part, logits[s:s + batch_size], out.activation)
-                part_mask = None if mask is None else mask[s:s + batch_size]
+                parts = [_batch_rows(out, s, batch_size) for out in outs]
+                part_masks = [None if mask is None else mask[s:s + batch_size] for mask in masks]
                 sw = None if sample_weight is None else sample_weight[rows]
-                loss, _ = self._loss_and_gradient(labels[rows], part, part_mask, sw)
+                loss, output_losses, _ = self._loss_and_gradient(labels[rows], parts, part_masks, sw)
                 loss = np.float32(loss + penalties + activity)  # activity: 0 unless per batch
-                self._update_metrics(state, loss, len(part), y[rows], part, part_mask, sw)
+                self._update_metrics(state, loss, output_losses, len(parts[0]), y[rows], parts, part_masks, sw)
                 callbacks.on_test_batch_end(step, self._logs(state))
 
     def _evaluation(self, x, batch, batch_size, callbacks):
@@ -583,11 +571,190 @@ class Sequential:
         return self._results(logs, return_dict, state)
 
 
-class _MetricsState:
-    """A run's metrics: the loss tracker and the compiled metrics (None without metrics)."""
 
-    def __init__(self, loss, compiled):
-        self.loss, self.compiled = loss, compiled
+
+class Sequential(Model):
+    """A stack of layers, each reading the one before: Embedding -> LSTM runs fused because
+    the Embedding hands on a TokenSequence that the LSTM reads as projected table rows."""
+
+    def __init__(self, layers=None, name="sequential"):
+        super().__init__(name)
+        self._input_layer = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # ---- structure --------------------------------------------------------------------
+    def add(self, layer):
+        # keras.Input(...) / InputLayer(...) as the first item, as in Keras: it fixes the input
+        # shape and is not one of `layers`.
+        if isinstance(getattr(layer, "_keras_history", None), tuple) and isinstance(layer._keras_history[0], InputLayer):
+            layer = layer._keras_history[0]
+        if isinstance(layer, InputLayer):
+            if self.layers or self._input_layer is not None:
+                raise ValueError(f"Sequential model '{self.name}' already has its input: an Input or InputLayer "
+                                 "can only be its first item")
+            self._input_layer = layer
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential takes fastlstm layers, got {type(layer).__name__}")
+        self.layers.append(layer)
+        shape = (self._input_layer or self.layers[0]).batch_input_shape()
+        if shape is not None:
+            try:
+                self.build(shape)
+            except Exception:
+                self.layers.pop()  # a layer that does not fit leaves the model as it was
+                raise
+
+    @property
+    def built(self):
+        return bool(self.layers) and all(layer.built for layer in self.layers)
+
+    def build(self, input_shape):
+        """Create every layer's weights for inputs of `input_shape` (batch first). Every
+        layer's input is checked first, so a wrong shape builds nothing."""
+        shapes = [tuple(input_shape)]  # each layer's input, then the model's output
+        for layer in self.layers:
+            shapes.append(layer.output_shape(shapes[-1]))
+            if isinstance(shapes[-1], list):
+                raise ValueError(f"{layer.name} has {len(shapes[-1])} outputs (return_state=True): a "
+                                 "Sequential model takes layers with one output")
+        for layer, shape in zip(self.layers, shapes):
+            if not layer.built:
+                layer.build(shape)
+        self._input_shape, self._output_shapes = shapes[0], [shapes[-1]]
+        self._build_input_shape = (None,) + tuple(input_shape)[1:]  # for get_config, as Keras
+
+    def _ensure_built(self, x):
+        if not self.layers:
+            raise ValueError("the model has no layers")
+        if not self.built:
+            self.build((None,) + float_input(x, self.layers[0].name).shape[1:])  # any batch size, as Keras
+
+
+    def get_config(self):
+        """Keras's Sequential config: the name, each layer's config ({"module", "class_name",
+        "config", ...}) and, once built, the input shape it was built for."""
+        config = {"name": self.name, "trainable": True, "dtype": layers._float32_policy(),
+                  "layers": [saving.serialize_keras_object(layer, f"layers[{k}]") for k, layer in enumerate(self.layers)]}
+        shape = getattr(self, "_build_input_shape", None)
+        if self.built and shape is not None:
+            config["build_input_shape"] = list(shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A new model from a Sequential config (Keras's or get_config()'s): each layer from
+        its config (by Keras's class_name, see saving.deserialize_layer), built for the
+        config's input shape."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"A Sequential model configuration must be a dictionary with a 'layers' list. "
+                             f"Received: config={config!r}")
+        for key in ("trainable", "dtype"):
+            if key in config and not layers._changes_nothing(key, config[key]):
+                raise ValueError(f"a Sequential model with {key}={config[key]!r} is not supported by fastlstm")
+        model = cls(name=config.get("name", "sequential"))
+        shape = config.get("build_input_shape")
+        with saving._custom_object_scope(custom_objects):
+            for layer_config in config["layers"]:
+                if layer_config.get("class_name") == "InputLayer" and not hasattr(layers, "InputLayer"):
+                    # until fastlstm.layers has an InputLayer: Keras's input shape builds the model
+                    shape = shape or (layer_config.get("config") or {}).get("batch_shape")
+                    continue
+                model.add(saving.deserialize_layer(layer_config))
+        if shape and model.layers and not model.built:
+            model.build(shape)
+        return model
+
+    def _forward(self, x, training):
+        """([the last layer's output], [its mask], the layers' activity penalties of this call:
+        Keras's layer losses, part of the loss). A softmax's output carries its logits. Masks
+        flow from layer to layer as in Keras."""
+        mask, penalty = None, np.float32(0)
+        for layer in self.layers:
+            x, mask = layer.call(x, training=training, mask=mask), layer.compute_mask(x, mask)
+            penalty += np.float32(layer.activity_penalty(x))
+        return [x], [mask], penalty
+
+    def _backward(self, ds):
+        """Gradients of every weight, in `weights` order, from ds = [dL/d(output)]."""
+        grads, d = [], ds[0]
+        for layer in reversed(self.layers):
+            d, g = layer.backward(d)
+            grads[:0] = g
+        return grads
+
+
+class _MetricsState:
+    """A run's metrics: the loss tracker, each output's compiled metrics (None without) and
+    each output's loss tracker (None unless several outputs have a loss)."""
+
+    def __init__(self, loss, compiled, output_losses):
+        self.loss, self.compiled, self.output_losses = loss, compiled, output_losses
+
+
+class _PerOutput:
+    """One array (or None) per model output, indexed by sample together: y[rows]."""
+
+    def __init__(self, arrays):
+        self.arrays = list(arrays)
+
+    def __getitem__(self, rows):
+        return _PerOutput(None if a is None else a[rows] for a in self.arrays)
+
+    def __iter__(self):
+        return iter(self.arrays)
+
+
+def _is_crossentropy_name(spec):
+    return isinstance(spec, str) and spec.lower() in ("crossentropy", "ce")
+
+
+def _per_output(value, names, what, broadcast=False, structure_only=False):
+    """compile()'s and fit()'s structures as one entry per output, Keras's way: None (None
+    for each), a list or tuple in output order (of exactly one entry per output), a dict by
+    output name (loss, loss_weights and y: every output; metrics: some), or (broadcast) one
+    value for every output."""
+    n = len(names)
+    if value is None:
+        return [None] * n
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        if unknown or (what != "metrics" and what != "weighted_metrics" and set(value) != set(names)):
+            raise ValueError(f"Expected keys {names} in {what} dict, but found {what}.keys()={list(value)}")
+        return [value.get(name) for name in names]
+    if isinstance(value, (list, tuple)) and not (structure_only and n == 1):
+        if len(value) != n:
+            raise ValueError(f"`{what}` must hold one entry per output of the model {names}: got {len(value)} "
+                             f"entries ({value!r})")
+        if what.endswith("metrics"):  # each output's entry: a metric, a list of them, or None
+            return [[v] if v is not None and not isinstance(v, (list, tuple, dict)) else v for v in value]
+        return list(value)
+    if broadcast or n == 1:
+        return [value] * n
+    if what.endswith("metrics"):
+        metrics_module.check_metrics_argument(value, what)  # Keras's message for a bare string
+    raise ValueError(f"`{what}` for a model of {n} outputs {names} must be a list or a dict by output name, "
+                     f"got {type(value).__name__}")
+
+
+def _rows_of(structure, rows):
+    """rows of x, y or sample_weight as fit takes them (an array, or a list or dict of arrays)."""
+    if structure is None:
+        return None
+    if isinstance(structure, dict):
+        return {k: np.asarray(v)[rows] for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)) and all(isinstance(v, np.ndarray) for v in structure) and structure:
+        return [v[rows] for v in structure]
+    return np.asarray(structure)[rows]
+
+
+def _batch_rows(out, start, batch_size):
+    """Rows start..start+batch_size of an output; an Output's logits go with them (a plain
+    slice keeps none, and the loss takes them as in training)."""
+    part = out[start:start + batch_size]
+    logits = getattr(out, "logits", None)
+    return part if logits is None else layers.Output.of(part, logits[start:start + batch_size], out.activation)
 
 
 def _verbosity(verbose):
@@ -628,8 +795,28 @@ def _positive_int(v, name, allow_zero=False):
     return int(v)
 
 
-def _as_batchable(x, name):
-    """x as an array indexable by sample (ragged lists are an error: pad them first)."""
+def _as_batchable(x, name, input_names=None):
+    """x as an array indexable by sample (ragged lists are an error: pad them first); for a
+    model of several inputs (`input_names`), a list or dict of arrays as _InputColumns."""
+    if isinstance(x, _InputColumns):
+        return x
+    if input_names is not None and len(input_names) > 1:
+        if isinstance(x, dict):
+            missing = [k for k in input_names if k not in x]
+            if missing or len(x) != len(input_names):
+                raise ValueError(f"{name}: the model's inputs are {input_names}, got a dict with keys {list(x)}")
+            x = [x[k] for k in input_names]
+        if not isinstance(x, (list, tuple)) or len(x) != len(input_names):
+            raise ValueError(f"{name}: the model has {len(input_names)} inputs {input_names}: pass a list or dict "
+                             f"of {len(input_names)} arrays")
+        arrays = [_as_batchable(a, f"{name}[{k}]") for k, a in enumerate(x)]
+        if len({len(a) for a in arrays}) != 1:
+            raise ValueError(f"{name}: the inputs hold different numbers of samples: {[len(a) for a in arrays]}")
+        return _InputColumns(arrays)
+    if isinstance(x, dict) and input_names is not None and list(x) == list(input_names):
+        x = x[input_names[0]]
+    elif isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray) and x[0].ndim >= 2:
+        x = x[0]  # [array] for a model of one input: the structure Keras flattens
     try:
         x = np.asarray(x)
     except ValueError as e:
@@ -639,6 +826,20 @@ def _as_batchable(x, name):
     if x.ndim < 2:
         raise ValueError(f"{name} must have a batch and a time axis, got shape {x.shape}")
     return x
+
+
+class _InputColumns:
+    """The arrays of a model's several inputs (one sample per row of each), indexed by
+    sample together."""
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def __getitem__(self, rows):
+        return _InputColumns([a[rows] for a in self.arrays])
 
 
 class _ReadWriteLock:

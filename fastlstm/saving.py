@@ -124,10 +124,141 @@ def deserialize_layer(config):
 
 
 def _model_from_config(config):
-    from fastlstm import models
+    from fastlstm import functional, models
 
+    if isinstance(config, dict) and config.get("class_name") in ("Functional", "Model"):
+        return functional.Functional.from_config(config.get("config") or {})
     cls = _registered_class(models, object, config, "model")
     return cls.from_config(config.get("config") or {})
+
+
+# ---- functional models ------------------------------------------------------------------
+
+def _tensor_config(t):
+    """A KerasTensor as Keras's node arguments hold it (node indices count within the model:
+    0, since each layer is called once)."""
+    layer, _, k = t._keras_history
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": list(t.shape), "dtype": t.dtype, "keras_history": [layer.name, 0, k]}}
+
+
+def _structure_config(structure, triple):
+    if isinstance(structure, dict):
+        return {k: triple(v) for k, v in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [triple(v) for v in structure]
+    return triple(structure)
+
+
+def functional_config(model):
+    """Keras's Functional config: each layer's config with its name and inbound_nodes
+    ({"args": [tensor or [tensors]], "kwargs": {}}), then input_layers and output_layers in
+    the structure the model was made with."""
+    node_of = {node.layer: node for node in model._nodes}
+    entries = []
+    for k, layer in enumerate(model.layers):
+        entry = serialize_keras_object(layer, f"layers[{k}]")
+        node = node_of.get(layer)
+        args = [] if node is None else [[_tensor_config(t) for t in node.inputs] if isinstance(node.inputs, list)
+                                        else _tensor_config(node.inputs)]
+        entry["name"] = layer.name
+        entry["inbound_nodes"] = [] if node is None else [{"args": args, "kwargs": {}}]
+        entries.append(entry)
+
+    def triple(t):
+        layer, _, k = t._keras_history
+        return [layer.name, 0, k]
+
+    return {"name": model.name, "trainable": True, "layers": entries,
+            "input_layers": _structure_config(model._inputs_struct, triple),
+            "output_layers": _structure_config(model._outputs_struct, triple)}
+
+
+def functional_from_config(config, custom_objects=None):
+    """A Functional model from Keras's config (Keras's file or functional_config): every
+    layer made from its config, then called on its inbound tensors in dependency order.
+    The mask ops Keras writes into its graph (NotEqual of an Embedding(mask_zero=True)'s
+    ids) are dropped: fastlstm's layers hand masks on themselves."""
+    from fastlstm import functional, layers
+
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ValueError(f"A functional model configuration must be a dictionary with a 'layers' list. "
+                         f"Received: config={config!r}")
+    made, pending, mask_ops, tensors = {}, [], set(), {}
+    with _custom_object_scope(custom_objects):
+        for entry in config["layers"]:
+            name = entry.get("name") or (entry.get("config") or {}).get("name")
+            if str(entry.get("module", "")).startswith("keras.src.ops"):
+                if entry.get("class_name") != "NotEqual":
+                    raise TypeError(f"the model applies Keras's op {entry.get('class_name')!r} ({name}) between its "
+                                    "layers, which fastlstm does not have")
+                mask_ops.add(name)
+                continue
+            layer = deserialize_layer(entry)
+            made[name] = layer
+            nodes = entry.get("inbound_nodes") or []
+            if len(nodes) > 1:
+                raise ValueError(f"layer {name!r} is called {len(nodes)} times in the model (a shared layer), which "
+                                 "fastlstm does not support")
+            if isinstance(layer, layers.InputLayer):
+                tensors[(name, 0, 0)] = layer.output
+            elif nodes:
+                pending.append((layer, nodes[0]))
+
+    def tensor(v):
+        history = (v.get("config") or {}).get("keras_history") if isinstance(v, dict) else None
+        if not history or len(history) != 3:
+            raise ValueError(f"a node argument of the model's config is not a tensor: {v!r}")
+        if history[0] in mask_ops:
+            raise TypeError(f"the model reads the mask op {history[0]!r} as data, which fastlstm does not support")
+        return tensors.get(tuple(history))
+
+    while pending:
+        progress = False
+        for item in list(pending):
+            layer, node = item
+            args, kwargs = node.get("args") or [], dict(node.get("kwargs") or {})
+            kwargs.pop("training", None)
+            mask = kwargs.pop("mask", None)
+            if kwargs or len(args) != 1 or (mask is not None and not (isinstance(mask, dict) and
+                                                                      tensor_mask_op(mask, mask_ops))):
+                raise ValueError(f"layer {layer.name!r} is called with arguments fastlstm does not support: "
+                                 f"{node!r}")
+            inputs = [tensor(v) for v in args[0]] if isinstance(args[0], list) else tensor(args[0])
+            if any(t is None for t in (inputs if isinstance(inputs, list) else [inputs])):
+                continue  # an input not made yet
+            outputs = layer(inputs)
+            for k, t in enumerate(outputs if isinstance(outputs, list) else [outputs]):
+                tensors[(layer.name, 0, k)] = t
+            pending.remove(item)
+            progress = True
+        if not progress:
+            raise ValueError(f"the model's config has layers whose inputs are never made: "
+                             f"{[layer.name for layer, _ in pending]}")
+
+    def from_triple(v):
+        if not isinstance(v, (list, tuple)) or len(v) != 3 or tuple(v) not in tensors:
+            raise ValueError(f"the model's config names an unknown tensor {v!r}")
+        return tensors[tuple(v)]
+
+    def structure(v):
+        if isinstance(v, dict):
+            return {k: from_triple(t) for k, t in v.items()}
+        if isinstance(v, list) and v and isinstance(v[0], (list, tuple)):
+            return [from_triple(t) for t in v]
+        return from_triple(v)
+
+    for key in ("trainable", "dtype"):
+        if key in config and not layers._changes_nothing(key, config[key]):
+            raise ValueError(f"a functional model with {key}={config[key]!r} is not supported by fastlstm")
+    return functional.Functional(structure(config.get("input_layers")), structure(config.get("output_layers")),
+                                 name=config.get("name"))
+
+
+def tensor_mask_op(mask, mask_ops):
+    """Whether a node's mask argument is the output of one of Keras's mask ops (dropped)."""
+    history = (mask.get("config") or {}).get("keras_history")
+    return bool(history) and history[0] in mask_ops
 
 
 def _compile_config(model):
@@ -171,7 +302,10 @@ def _compile_from_config(model, config):
 # ---- the HDF5 layout ------------------------------------------------------------------------
 
 def _keras_layers(model):
-    """The layers Keras's model.layers lists (an InputLayer is not one of them)."""
+    """The layers whose groups Keras's file has: a functional model's all (its InputLayers
+    too), a Sequential's but an InputLayer."""
+    if hasattr(model, "_nodes"):
+        return list(model.layers)
     return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
@@ -381,6 +515,8 @@ def save_model(model, filepath, overwrite=True, zipped=None, **kwargs):
                       stacklevel=2)
     config = {"module": "keras", "class_name": type(model).__name__, "config": model.get_config(),
               "registered_name": None}
+    if hasattr(model, "_nodes"):  # as Keras writes a functional model
+        config.update({"module": "keras.src.models.functional", "registered_name": "Functional"})
     shape = config["config"].get("build_input_shape")
     if shape is not None:
         config["build_config"] = {"input_shape": shape}

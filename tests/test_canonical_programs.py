@@ -75,6 +75,25 @@ same = np.abs(loaded.predict(x_val, verbose=0) - model.predict(x_val, verbose=0)
 accuracy = loaded.evaluate(x_val, y_val, verbose=0)[1]
 """
 
+# keras.io's "Bidirectional LSTM on IMDB", functional as there, on the synthetic task
+FUNCTIONAL_BIDIRECTIONAL = SYNTHETIC + """
+from keras import layers
+keras.utils.set_random_seed(5)
+inputs = keras.Input(shape=(None,), dtype="int32")
+x = layers.Embedding(200, 32)(inputs)
+x = layers.Bidirectional(layers.LSTM(16, return_sequences=True))(x)
+x = layers.Bidirectional(layers.LSTM(16))(x)
+outputs = layers.Dense(1, activation="sigmoid")(x)
+model = keras.Model(inputs, outputs)
+model.summary()
+model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+history = model.fit(x_train, y_train, batch_size=32, epochs=4, validation_data=(x_val, y_val), verbose=0)
+model.save(PATH + "/model.keras")
+loaded = keras.models.load_model(PATH + "/model.keras")
+same = np.abs(loaded.predict(x_val, verbose=0) - model.predict(x_val, verbose=0)).max()
+accuracy = loaded.evaluate(x_val, y_val, verbose=0)[1]
+"""
+
 
 def _run(program, library, tmp_path, monkeypatch):
     if library == "fastlstm":
@@ -114,8 +133,8 @@ def test_the_reuters_example_in_keras_2_spelling_runs_as_with_keras(data_dir, tm
 
 @pytest.mark.slow
 @pytest.mark.keras
-@pytest.mark.parametrize("program", [IMDB_LSTM_DROPOUT, BIDIRECTIONAL_STACKED_GRU_POOLING],
-                         ids=["imdb_lstm_dropout", "bidirectional_gru_pooling"])
+@pytest.mark.parametrize("program", [IMDB_LSTM_DROPOUT, BIDIRECTIONAL_STACKED_GRU_POOLING, FUNCTIONAL_BIDIRECTIONAL],
+                         ids=["imdb_lstm_dropout", "bidirectional_gru_pooling", "functional_bidirectional"])
 def test_keras_3_programs_run_unchanged(program, tmp_path, monkeypatch):
     for folder in ("k", "f"):
         (tmp_path / folder).mkdir()

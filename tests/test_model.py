@@ -108,8 +108,8 @@ def test_predict_and_evaluate_do_not_depend_on_how_rows_are_grouped(rng):
     model = small_model()
     x, y = small_data(rng, n=2500)
     Y = to_categorical(y, 5)
-    logits = model._forward(x, training=False)[0].logits
-    one_by_one = np.concatenate([model._forward(x[s:s + 7], training=False)[0].logits for s in range(0, 2500, 7)])
+    logits = model._forward(x, training=False)[0][0].logits
+    one_by_one = np.concatenate([model._forward(x[s:s + 7], training=False)[0][0].logits for s in range(0, 2500, 7)])
     np.testing.assert_array_equal(logits, one_by_one)
     probs = np.concatenate([model.predict(x[s:s + 7], batch_size=7) for s in range(0, 2500, 7)])
     np.testing.assert_allclose(model.predict(x, batch_size=7, verbose=0), probs, rtol=1e-6, atol=0)

@@ -80,11 +80,6 @@ x_train = sequence.pad_sequences(x_train, maxlen=400)
 PROGRAMS = {"reuters_keras2": REUTERS_KERAS2, "reuters_keras3": REUTERS_KERAS3,
             "imdb_bidirectional": IMDB_BIDIRECTIONAL, "imdb_keras2": IMDB_KERAS2}
 KERAS3_PROGRAMS = ("reuters_keras3", "imdb_bidirectional")
-# Names another part of the keras-api issue adds (the functional API); asserted missing so
-# that this test is updated when they land.
-PENDING = {"keras.Model"}
-
-
 def with_fastlstm(tree):
     """The import statements of `tree`, `keras` replaced by `fastlstm` (`import keras` becomes
     `import fastlstm as keras`, so the program's names stay)."""
@@ -142,11 +137,8 @@ def test_canonical_programs_import_and_resolve_with_fastlstm(name):
     namespace = run_imports(imports)
     chains = attribute_chains(tree, imported_names(imports) - {"np"})
     assert chains, "the program uses names from keras"
-    for chain in sorted(chains - PENDING):
+    for chain in sorted(chains):
         assert callable(resolve(namespace, chain)) or inspect.ismodule(resolve(namespace, chain)), chain
-    for chain in chains & PENDING:
-        with pytest.raises(AttributeError):
-            resolve(namespace, chain)
     for bound in imported_names(imports) - {"np"}:
         obj = namespace[bound]
         assert (obj.__name__ if inspect.ismodule(obj) else obj.__module__).startswith("fastlstm"), bound

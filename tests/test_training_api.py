@@ -415,7 +415,7 @@ def test_crossentropy_loss_is_chosen_by_the_label_shapes(rng):
         m = Sequential([Embedding(30, 4), LSTM(3), Dense(head, activation="sigmoid" if head == 1 else "softmax")])
         m.compile(optimizer="adam", loss="ce" if head == 1 else "crossentropy")
         m.train_on_batch(x, labels)
-        assert type(m._loss_fn) is want
+        assert [type(fn) for fn in m._output_losses] == [want]
 
 
 @pytest.mark.keras
@@ -520,7 +520,9 @@ def test_evaluate_beside_a_training_thread_is_unaffected(rng):
         seen.add(tuple(m.evaluate(x[:64], 1 - y[:64], batch_size=8, verbose=0)))
     t.join()
     assert seen <= {tuple(want)}
-    assert len(set(np.round(fitted["h"].history["loss"], 6))) == 1  # lr 0: every epoch's loss the same
+    # lr 0: every epoch's loss the same, but for the order the shuffled batches are summed in
+    losses_seen = fitted["h"].history["loss"]
+    np.testing.assert_allclose(losses_seen, losses_seen[0], rtol=1e-6)
 
 
 def test_sequence_labels_without_a_declared_length(rng):
