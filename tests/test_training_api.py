@@ -403,6 +403,16 @@ def test_summary_is_laid_out_as_keras(rng):
     keras.Sequential(name="e").summary(line_length=70, print_fn=lambda line, **kw: kempty.append(line))
     assert "\n".join(empty).splitlines() == "\n".join(kempty).splitlines()
     assert "Total params: 0 (0.00 B)" in empty[0]
+    # a built optimizer's variables count in the total and get their own line, as Keras's
+    x, y = rng.integers(0, 30, (8, 9)), rng.integers(0, 3, 8)
+    for model in (m, km):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.train_on_batch(x, y)
+    mine, theirs = [], []
+    m.summary(line_length=80, print_fn=mine.append)
+    km.summary(line_length=80, print_fn=lambda line, **kw: theirs.append(line))
+    assert "Optimizer params" in "\n".join(theirs)
+    assert "\n".join(mine).splitlines()[-5:] == "\n".join(theirs).splitlines()[-5:]
 
 
 def test_crossentropy_loss_is_chosen_by_the_label_shapes(rng):

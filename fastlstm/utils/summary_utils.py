@@ -2,6 +2,8 @@
 parameter counts, then the total, trainable and non-trainable parameters with their sizes."""
 import shutil
 
+import numpy as np
+
 
 def readable_memory_size(size):
     """Bytes as Keras shows them: '3.05 KB' (powers of 1024)."""
@@ -104,7 +106,13 @@ def print_summary(model, line_length=None, print_fn=None):
     line_length = line_length or min(default, shutil.get_terminal_size().columns - 4)
     trainable = sum(w.size for w in model.trainable_weights)
     frozen = sum(w.size for w in model.non_trainable_weights)
+    optimizer = getattr(model, "optimizer", None)
+    # Keras counts a built optimizer's variables (iterations, learning rate, slots) in the total
+    optimizer_params = sum(int(np.size(v)) for v in optimizer.variables) \
+        if getattr(model, "compiled", False) and optimizer is not None and getattr(optimizer, "built", False) else None
     out = [f'Model: "{model.name}"'] + _table([header] + rows, line_length, positions)
-    for what, n in (("Total", trainable + frozen), ("Trainable", trainable), ("Non-trainable", frozen)):
+    counts = [("Total", trainable + frozen + (optimizer_params or 0)), ("Trainable", trainable),
+              ("Non-trainable", frozen)] + ([("Optimizer", optimizer_params)] if optimizer_params is not None else [])
+    for what, n in counts:
         out.append(f" {what} params: {n:,} ({readable_memory_size(4 * n)})")
     (print_fn or print)("\n".join(out))
