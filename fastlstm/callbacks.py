@@ -116,6 +116,14 @@ class CallbackList(Callback):
     def history(self):
         return next((cb for cb in self.callbacks if isinstance(cb, History)), None)
 
+    def reads_batch_logs(self):
+        """Whether any callback may read a batch's logs: the model computes them only then.
+        Only the History and a silent or one-line-per-epoch progress bar read none; any
+        other callback (a user's hook can be a method, an alias such as on_batch_end or an
+        attribute) gets them."""
+        return not all(type(cb) is History or (type(cb) is ProgbarLogger and cb.verbose != 1)
+                       for cb in self.callbacks)
+
 
 def _dispatch(name):
     takes_index = "batch" in name or "epoch" in name  # (batch or epoch, logs), else (logs)

@@ -61,8 +61,9 @@ def call_symbolic(layer, inputs, training=False, mask=None):
 def _flat(structure, what):
     """A model's inputs or outputs as a list of KerasTensors, and their names when given as
     a dict (Keras's structures: one tensor, a list or a dict)."""
-    if isinstance(structure, dict):
-        names, tensors = list(structure), list(structure.values())
+    if isinstance(structure, dict):  # in key order, as Keras's tree.flatten
+        names = sorted(structure)
+        tensors = [structure[k] for k in names]
     elif isinstance(structure, (list, tuple)):
         names, tensors = None, list(structure)
     else:
@@ -160,11 +161,14 @@ class Functional(Model):
 
     @property
     def output_names(self):
-        """Keras's: each output's name, the name of the layer that makes it (dict keys when the
-        outputs were given as a dict)."""
-        if self._output_keys is not None:
-            return list(self._output_keys)
+        """Keras's: the name of the layer that makes each output."""
         return [t._keras_history[0].name for t in self.outputs]
+
+    @property
+    def _loss_names(self):
+        """What losses, metrics and labels are keyed by: the outputs' dict keys when they were
+        given as a dict, else their layers' names (Keras's)."""
+        return list(self._output_keys) if self._output_keys is not None else self.output_names
 
     @property
     def input(self):
@@ -257,8 +261,11 @@ class Functional(Model):
         for node in reversed(self._nodes):
             d_out = [grad_of.pop(id(t), None) for t in node.output_tensors]
             if all(d is None for d in d_out):
-                by_layer[node.layer] = [np.zeros_like(w) for w in node.layer.weights]
-                continue
+                if getattr(node.layer, "activity_regularizer", None) is None:
+                    by_layer[node.layer] = [np.zeros_like(w) for w in node.layer.weights]
+                    continue
+                # no loss reaches this output, but its activity penalty is part of the loss
+                d_out[0] = np.zeros(np.shape(self._values[id(node.output_tensors[0])]), np.float32)
             d_in, by_layer[node.layer] = node.layer.backward(d_out if isinstance(node.outputs, list) else d_out[0])
             for t, d in zip(node.input_tensors, d_in if isinstance(node.inputs, list) else [d_in]):
                 if not isinstance(t._keras_history[0], InputLayer):
@@ -269,7 +276,9 @@ class Functional(Model):
         """Predictions in the structure the outputs were given in (one array, a list, a dict)."""
         if self._output_keys is not None:
             return dict(zip(self._output_keys, outs))
-        return list(outs) if len(outs) > 1 else outs[0]  # Keras unpacks a one-output list
+        if len(outs) == 1:
+            return outs[0]  # Keras unpacks a one-output list
+        return tuple(outs) if isinstance(self._outputs_struct, tuple) else list(outs)
 
     # ---- config ------------------------------------------------------------------------
     def get_config(self):

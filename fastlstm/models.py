@@ -44,6 +44,11 @@ class Model:
         """Each output's name (the layer that makes it), as Keras's."""
         return [self.layers[-1].name] if self.layers else []
 
+    @property
+    def _loss_names(self):
+        """What losses, metrics and labels of several outputs are keyed by (see Functional)."""
+        return self.output_names
+
     def _structured(self, outs):
         """The outputs as the model gives them: the array of its one output."""
         return outs[0]
@@ -153,7 +158,7 @@ class Model:
         self._compile_args = {"loss": loss, "loss_weights": loss_weights, "metrics": metrics,
                               "weighted_metrics": weighted_metrics, "run_eagerly": run_eagerly,
                               "steps_per_execution": steps_per_execution, "jit_compile": jit_compile}
-        names = self.output_names or ["output"]
+        names = self._loss_names or ["output"]
         per_output_loss = _per_output(loss, names, "loss", broadcast=True)
         if loss_weights is None or np.ndim(loss_weights) == 0 and not isinstance(loss_weights, (dict, list, tuple)):
             weights = [loss_weights] * len(names)
@@ -222,9 +227,10 @@ class Model:
         for tracker, value in zip(state.output_losses, output_losses):
             if tracker is not None:
                 tracker.update_state(value, sample_weight=n)
-        for compiled, y, out, mask in zip(state.compiled, ys, outs, masks):
+        sample_weights = [None] * len(outs) if sample_weight is None else list(sample_weight)
+        for compiled, y, out, mask, w in zip(state.compiled, ys, outs, masks, sample_weights):
             if compiled is not None:
-                compiled.update_state(y, np.asarray(out), sample_weight=sample_weight, mask=mask)
+                compiled.update_state(y, np.asarray(out), sample_weight=w, mask=mask)
 
     def _logs(self, state=None):
         """{name: value} of `state` (default: training's), sorted by name as Keras's logs are;
@@ -234,10 +240,14 @@ class Model:
         for tracker in state.output_losses:
             if tracker is not None:
                 logs[tracker.name] = tracker.result()
-        prefixes = [f"{name}_" for name in self.output_names] if len(state.compiled) > 1 else [""]
+        prefixes = [f"{name}_" for name in self._loss_names] if len(state.compiled) > 1 else [""]
         for compiled, prefix in zip(state.compiled, prefixes):
-            if compiled is not None:
-                logs.update({prefix + k: v for k, v in compiled.result().items()})
+            for k, v in (compiled.result() if compiled is not None else {}).items():
+                key, uses = prefix + k, 0
+                while key in logs:  # one output listed twice: Keras's p_accuracy, p_accuracy_1
+                    uses += 1
+                    key = f"{prefix}{k}_{uses}"
+                logs[key] = v
         return dict(sorted(logs.items()))
 
     def _training_state(self):
@@ -255,7 +265,9 @@ class Model:
         """(the weighted sum of the outputs' losses, [each output's unweighted loss or None],
         [dL/d(output) or None]) of one batch."""
         total, values, grads = np.float32(0), [], []
-        for fn, weight, label, out, mask in zip(self._output_losses, self._loss_weights, labels, outs, masks):
+        sample_weights = [None] * len(outs) if sample_weight is None else list(sample_weight)
+        for fn, weight, label, out, mask, sample_weight in zip(self._output_losses, self._loss_weights, labels, outs,
+                                                              masks, sample_weights):
             if fn is None:
                 values.append(None)
                 grads.append(None)
@@ -291,10 +303,12 @@ class Model:
                 for w, reg in penalties:
                     loss = np.float32(loss + reg(w))
                     grads[index[id(w)]] = grads[index[id(w)]] + reg.gradient(w)
+            # the metrics first (Keras builds them before the step): one that cannot take the batch
+            # fails with the weights unchanged
+            self._update_metrics(self._training_state(), loss, output_losses, len(x), y, outs, masks, sample_weight)
             pairs = self._trainable_pairs(grads)
             with self._weights_lock.writing():
                 self.optimizer.apply([g for g, _ in pairs], [w for _, w in pairs])
-            self._update_metrics(self._training_state(), loss, output_losses, len(x), y, outs, masks, sample_weight)
 
     def _trainable_pairs(self, grads):
         """(gradient, weight) of the trainable weights, in `weights` order."""
@@ -323,9 +337,12 @@ class Model:
         n = len(x)
         if y is None:
             raise ValueError(f"{what}: labels (y) are needed to compute the loss")
-        names = self.output_names or ["output"]
-        if len(names) == 1 and isinstance(y, (list, tuple)) and len(y) == 1 and isinstance(y[0], np.ndarray):
-            y = y[0]  # [labels] of a model of one output: the structure Keras flattens
+        names = self._loss_names or ["output"]
+        if len(names) == 1:  # [labels] or {name: labels} of a model of one output: what Keras flattens
+            if isinstance(y, (list, tuple)) and len(y) == 1 and isinstance(y[0], np.ndarray):
+                y = y[0]
+            elif isinstance(y, dict):
+                y = _per_output(y, names, "y")[0]
         ys = _per_output(y, names, "y", structure_only=True) if len(names) > 1 else [y]
         labels = []
         for k, (y_k, fn) in enumerate(zip(ys, self._output_losses)):
@@ -352,17 +369,11 @@ class Model:
                 raise ValueError("`class_weight` is only supported for Models with a single output.")
             sample_weight = _class_weights_to_sample_weights(ys[0], class_weight)
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight)
-            if sample_weight.dtype.kind not in "fiub":
-                raise TypeError(f"sample_weight must hold numbers, got dtype {sample_weight.dtype}")
-            if sample_weight.ndim == 2 and sample_weight.shape[1] == 1:
-                sample_weight = sample_weight[:, 0]
-            if sample_weight.shape != (n,):
-                raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got "
-                                 f"{sample_weight.shape}")
-            sample_weight = sample_weight.astype(np.float32)
-            if not np.all(np.isfinite(sample_weight)):
-                raise ValueError("sample_weight contains NaN or inf")
+            # one array for every output, or (several outputs) a list or dict of one per output
+            several = len(names) > 1 and isinstance(sample_weight, (list, tuple, dict))
+            weights = _per_output(sample_weight, names, "sample_weight", structure_only=True) if several \
+                else [sample_weight] * len(names)
+            sample_weight = _PerOutput(None if w is None else _sample_weights(w, n) for w in weights)
         return x, _PerOutput(ys), _PerOutput(labels), sample_weight
 
     def _batchable(self, x, what):
@@ -393,6 +404,10 @@ class Model:
 
     def __call__(self, x, training=False):
         """The model on an array: its output (probabilities for a softmax head)."""
+        if any(isinstance(t, layers.KerasTensor) for t in (x.values() if isinstance(x, dict) else
+                                                            x if isinstance(x, (list, tuple)) else [x])):
+            raise TypeError(f"model {self.name!r} was called on KerasTensors: nested models (a model used as a "
+                            "layer of another) are not supported by fastlstm; use the layers themselves")
         x = self._batchable(x, "x")
         self._ensure_built(x)
         with self._weights_lock.reading():
@@ -434,8 +449,11 @@ class Model:
             split = int(math.floor(n * (1.0 - validation_split)))
             if split in (0, n):
                 raise ValueError(f"{n} samples cannot be split with validation_split={validation_split}")
-            validation_data = (x[split:], _rows_of(y, slice(split, None)), _rows_of(sample_weight, slice(split, None)))
-            x, y, sample_weight = x[:split], _rows_of(y, slice(split)), _rows_of(sample_weight, slice(split))
+            several = len(self._loss_names) > 1
+            validation_data = (x[split:], _rows_of(y, slice(split, None), several),
+                               _rows_of(sample_weight, slice(split, None), several))
+            x, y, sample_weight = x[:split], _rows_of(y, slice(split), several), \
+                _rows_of(sample_weight, slice(split), several)
         x, y, labels, sample_weight = self._prepare(x, y, sample_weight, class_weight, "fit")
         n = len(x)
         if n == 0:
@@ -453,6 +471,7 @@ class Model:
         callbacks = cb_module.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0, model=self,
                                            verbose=verbose, epochs=epochs, steps=steps)
         self.stop_training = False
+        batch_logs = callbacks.reads_batch_logs()  # else no batch's logs are computed
         callbacks.on_train_begin()
         logs = {}
         stop = _StopAtBatchEnd()
@@ -468,7 +487,7 @@ class Model:
                     if stop.requested:
                         raise KeyboardInterrupt(f"training stopped by Ctrl-C in epoch {epoch + 1}, "
                                                 "after a whole batch; the model is usable")
-                    callbacks.on_train_batch_end(step, self._logs())
+                    callbacks.on_train_batch_end(step, self._logs() if batch_logs else {})
                     if self.stop_training:
                         break
                 logs = self._logs()
@@ -524,6 +543,7 @@ class Model:
         regularizer (its penalty is per batch); each batch's hooks run in order."""
         y, labels, sample_weight = batch
         n = len(x)
+        batch_logs = callbacks.reads_batch_logs()
         per_batch = any(getattr(layer, "activity_regularizer", None) is not None for layer in self.layers)
         groups = [slice(s, s + batch_size) for s in range(0, n, batch_size)] if per_batch else \
             _inference_groups(n, batch_size)
@@ -541,7 +561,7 @@ class Model:
                 loss, output_losses, _ = self._loss_and_gradient(labels[rows], parts, part_masks, sw)
                 loss = np.float32(loss + penalties + activity)  # activity: 0 unless per batch
                 self._update_metrics(state, loss, output_losses, len(parts[0]), y[rows], parts, part_masks, sw)
-                callbacks.on_test_batch_end(step, self._logs(state))
+                callbacks.on_test_batch_end(step, self._logs(state) if batch_logs else {})
 
     def _evaluation(self, x, batch, batch_size, callbacks):
         """One evaluation run with its test hooks, on its own metrics: (logs, the metrics)."""
@@ -720,9 +740,12 @@ def _per_output(value, names, what, broadcast=False, structure_only=False):
         return [None] * n
     if isinstance(value, dict):
         unknown = [k for k in value if k not in names]
-        if unknown or (what != "metrics" and what != "weighted_metrics" and set(value) != set(names)):
+        if unknown or (not what.endswith("metrics") and set(value) != set(names)):
             raise ValueError(f"Expected keys {names} in {what} dict, but found {what}.keys()={list(value)}")
-        return [value.get(name) for name in names]
+        value = [value.get(name) for name in names]
+        if what.endswith("metrics"):  # each output's entry: a metric, a list of them, or None
+            return [[v] if v is not None and not isinstance(v, (list, tuple, dict)) else v for v in value]
+        return value
     if isinstance(value, (list, tuple)) and not (structure_only and n == 1):
         if len(value) != n:
             raise ValueError(f"`{what}` must hold one entry per output of the model {names}: got {len(value)} "
@@ -738,15 +761,31 @@ def _per_output(value, names, what, broadcast=False, structure_only=False):
                      f"got {type(value).__name__}")
 
 
-def _rows_of(structure, rows):
-    """rows of x, y or sample_weight as fit takes them (an array, or a list or dict of arrays)."""
+def _rows_of(structure, rows, several):
+    """rows of y or sample_weight as fit takes them: an array, or for `several` outputs a
+    list or dict of one array (or None) per output."""
     if structure is None:
         return None
     if isinstance(structure, dict):
-        return {k: np.asarray(v)[rows] for k, v in structure.items()}
-    if isinstance(structure, (list, tuple)) and all(isinstance(v, np.ndarray) for v in structure) and structure:
-        return [v[rows] for v in structure]
+        return {k: None if v is None else np.asarray(v)[rows] for k, v in structure.items()}
+    if several and isinstance(structure, (list, tuple)):
+        return [None if v is None else np.asarray(v)[rows] for v in structure]
     return np.asarray(structure)[rows]
+
+
+def _sample_weights(w, n):
+    """One output's sample weights as float32 (n,), checked."""
+    w = np.asarray(w)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"sample_weight must hold numbers, got dtype {w.dtype}")
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {w.shape}")
+    w = w.astype(np.float32)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or inf")
+    return w
 
 
 def _batch_rows(out, start, batch_size):

@@ -556,3 +556,49 @@ def test_ctrl_c_in_a_last_epoch_end_hook_is_not_lost(rng):
     ctrl_c = callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(KeyboardInterrupt):
         m.fit(x, y, epochs=1, callbacks=[ctrl_c], verbose=0)
+
+
+def test_a_metric_that_cannot_take_the_batch_fails_before_the_step(rng):
+    """As Keras (its metrics are built before the optimizer step): the error leaves the
+    weights as they were."""
+    class Broken(fastlstm.metrics.Metric):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            raise ValueError("broken metric")
+
+        def result(self):
+            return 0.0
+
+    m = Sequential([Embedding(30, 4), LSTM(3), Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=[Broken(name="broken")])
+    x, y = _data(rng)
+    m.build((None, 9))
+    before = m.get_weights()
+    with pytest.raises(ValueError, match="broken metric"):
+        m.train_on_batch(x, y)
+    for a, b in zip(m.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batch_logs_are_computed_only_for_callbacks_that_read_them(rng, monkeypatch):
+    """verbose=0 or 2 and no batch hook: no batch's logs are made (a cost per batch); a
+    callback with a batch hook gets every batch's logs."""
+    m = Sequential([Embedding(30, 4), LSTM(3), Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = _data(rng, n=40)
+    calls = []
+    real = type(m)._logs
+    monkeypatch.setattr(type(m), "_logs", lambda self, state=None: calls.append(1) or real(self, state))
+    m.fit(x, y, batch_size=5, epochs=2, verbose=2, validation_data=(x, y))
+    assert len(calls) == 4  # each epoch's training and validation logs
+
+    class Seen(fastlstm.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.logs = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.logs.append(dict(logs))
+
+    seen, calls[:] = Seen(), []
+    m.fit(x, y, batch_size=5, epochs=1, verbose=0, callbacks=[seen])
+    assert len(seen.logs) == 8 and all(set(logs) == {"loss", "accuracy"} for logs in seen.logs)
