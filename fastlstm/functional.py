@@ -10,7 +10,7 @@ import numpy as np
 
 from fastlstm import backend, layers
 from fastlstm.layers import InputLayer, KerasTensor
-from fastlstm.models import Model, _InputColumns
+from fastlstm.models import Model, _as_batchable, _InputColumns
 
 
 class Node:
@@ -197,20 +197,12 @@ class Functional(Model):
         pass
 
     def _batchable(self, x, what):
-        from fastlstm.models import _as_batchable
-        names = list(self._input_names) if self._input_names is not None else \
-            [t._keras_history[0].name for t in self.inputs]
-        return _as_batchable(x, what, names)
+        return _as_batchable(x, what, self.input_names)
 
     def _split_inputs(self, x):
-        """The model's input arrays, in `inputs` order, from x (an array for one input, a list
-        or dict for several), checked against the inputs' shapes."""
-        if isinstance(x, _InputColumns):
-            arrays = x.arrays
-        elif len(self.inputs) == 1:
-            arrays = [x]
-        else:
-            raise ValueError(f"the model has {len(self.inputs)} inputs: pass a list or dict of arrays")
+        """The model's input arrays, in `inputs` order, from x (an array for one input, the
+        _InputColumns of _batchable for several), checked against the inputs' shapes."""
+        arrays = x.arrays if isinstance(x, _InputColumns) else [x]
         if len(arrays) != len(self.inputs):
             raise ValueError(f"the model has {len(self.inputs)} inputs, got {len(arrays)} arrays")
         for a, t in zip(arrays, self.inputs):
@@ -241,7 +233,8 @@ class Functional(Model):
                 values[id(t)], masks[id(t)] = v, m
         outs = [np.asarray(values[id(t)]) if plain else values[id(t)]
                 for t, plain in zip(self.outputs, self._plain_outputs)]
-        self._values = values if training else None  # backward sums the gradients of TokenSequences by their ids
+        if training:  # what backward needs (TokenSequences' ids to sum their gradients); an inference
+            self._values = values  # call (on another thread, between a step's forward and backward) keeps it
         return outs, [masks[id(t)] for t in self.outputs], penalty
 
     def _backward(self, ds):

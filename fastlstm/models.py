@@ -82,9 +82,10 @@ class Model:
         # Locks are per process (layers drop their own scratch). The state is copied under
         # the read lock, so a model pickled while another thread trains holds whole steps.
         with self._weights_lock.reading():
-            # `history` (the last fit's History callback, which refers back to the model) is not state
+            # `history` (the last fit's History callback, which refers back to the model) is not state,
+            # nor a functional model's `_values` (the last training forward's, for its backward)
             return copy.deepcopy({k: v for k, v in self.__dict__.items()
-                                  if k not in ("_lock", "_weights_lock", "history")})
+                                  if k not in ("_lock", "_weights_lock", "history", "_values")})
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -160,7 +161,7 @@ class Model:
                               "steps_per_execution": steps_per_execution, "jit_compile": jit_compile}
         names = self._loss_names or ["output"]
         per_output_loss = _per_output(loss, names, "loss", broadcast=True)
-        if loss_weights is None or np.ndim(loss_weights) == 0 and not isinstance(loss_weights, (dict, list, tuple)):
+        if not isinstance(loss_weights, (dict, list, tuple)):  # None or one weight for every output
             weights = [loss_weights] * len(names)
         else:
             weights = _per_output(loss_weights, names, "loss_weights")
@@ -220,14 +221,13 @@ class Model:
         """[(weight, regularizer)] of every layer (Keras adds their sum to the loss)."""
         return [pair for layer in self.layers for pair in layer.weight_regularizers()]
 
-    def _update_metrics(self, state, loss, output_losses, n, ys, outs, masks, sample_weight):
+    def _update_metrics(self, state, loss, output_losses, n, ys, outs, masks, sample_weights):
         """Keras's per-batch state (a _MetricsState): the loss trackers weighted by the batch
         size; each output's compiled metrics get its labels as given, the output and its mask."""
         state.loss.update_state(loss, sample_weight=n)
         for tracker, value in zip(state.output_losses, output_losses):
             if tracker is not None:
                 tracker.update_state(value, sample_weight=n)
-        sample_weights = [None] * len(outs) if sample_weight is None else list(sample_weight)
         for compiled, y, out, mask, w in zip(state.compiled, ys, outs, masks, sample_weights):
             if compiled is not None:
                 compiled.update_state(y, np.asarray(out), sample_weight=w, mask=mask)
@@ -261,11 +261,10 @@ class Model:
             m.reset_state()
         return state
 
-    def _loss_and_gradient(self, labels, outs, masks, sample_weight):
+    def _loss_and_gradient(self, labels, outs, masks, sample_weights):
         """(the weighted sum of the outputs' losses, [each output's unweighted loss or None],
-        [dL/d(output) or None]) of one batch."""
+        [dL/d(output) or None]) of one batch; sample_weights: each output's (None: unweighted)."""
         total, values, grads = np.float32(0), [], []
-        sample_weights = [None] * len(outs) if sample_weight is None else list(sample_weight)
         for fn, weight, label, out, mask, sample_weight in zip(self._output_losses, self._loss_weights, labels, outs,
                                                               masks, sample_weights):
             if fn is None:
@@ -277,11 +276,11 @@ class Model:
                 raise ValueError(f"labels of shape {label.shape[1:]} per sample do not match the model's output "
                                  f"of shape {np.shape(out)[1:]} per sample")
             per_sample, grad = fn.values_and_gradient(label, out)
-            loss, sample_weights, divisor = fn.reduce(per_sample, sample_weight, mask)
-            sample_weights = (sample_weights * weight)[..., None]
+            loss, scale, divisor = fn.reduce(per_sample, sample_weight, mask)
+            scale = (scale * weight)[..., None]
 
             def scaled(d):  # d * weights / divisor: with unit weights exactly d / divisor
-                return d * sample_weights / divisor
+                return d * scale / divisor
 
             grads.append(LogitsGradient(scaled(grad.values)) if isinstance(grad, LogitsGradient) else scaled(grad))
             values.append(np.float32(loss))
@@ -329,8 +328,8 @@ class Model:
         return [w for layer in self.layers if not layer.trainable for w in layer.weights]
 
     def _prepare(self, x, y, sample_weight, class_weight, what):
-        """(x, [each output's labels as given], [each output's prepared labels], sample weights
-        or None), checked. y: an array for one output; a list (output order) or dict (by
+        """(x, [each output's labels as given], [each output's prepared labels], [each output's
+        sample weights or None]), checked. y: an array for one output; a list (output order) or dict (by
         output name) for several."""
         x = self._batchable(x, what)
         self._ensure_built(x)
@@ -343,7 +342,7 @@ class Model:
                 y = y[0]
             elif isinstance(y, dict):
                 y = _per_output(y, names, "y")[0]
-        ys = _per_output(y, names, "y", structure_only=True) if len(names) > 1 else [y]
+        ys = _per_output(y, names, "y") if len(names) > 1 else [y]
         labels = []
         for k, (y_k, fn) in enumerate(zip(ys, self._output_losses)):
             y_k = None if y_k is None else np.asarray(y_k)
@@ -368,13 +367,11 @@ class Model:
             if len(names) > 1:
                 raise ValueError("`class_weight` is only supported for Models with a single output.")
             sample_weight = _class_weights_to_sample_weights(ys[0], class_weight)
-        if sample_weight is not None:
-            # one array for every output, or (several outputs) a list or dict of one per output
-            several = len(names) > 1 and isinstance(sample_weight, (list, tuple, dict))
-            weights = _per_output(sample_weight, names, "sample_weight", structure_only=True) if several \
-                else [sample_weight] * len(names)
-            sample_weight = _PerOutput(None if w is None else _sample_weights(w, n) for w in weights)
-        return x, _PerOutput(ys), _PerOutput(labels), sample_weight
+        # one array for every output, or (several outputs) a list or dict of one per output
+        several = len(names) > 1 and isinstance(sample_weight, (list, tuple, dict))
+        weights = _per_output(sample_weight, names, "sample_weight") if several else [sample_weight] * len(names)
+        sample_weights = _PerOutput(None if w is None else _sample_weights(w, n) for w in weights)
+        return x, _PerOutput(ys), _PerOutput(labels), sample_weights
 
     def _batchable(self, x, what):
         return _as_batchable(x, what)
@@ -483,7 +480,7 @@ class Model:
                 for step, s in enumerate(range(0, n, batch_size)):
                     callbacks.on_train_batch_begin(step)
                     idx = order[s:s + batch_size]
-                    self._train_step(x[idx], (y[idx], labels[idx], None if sample_weight is None else sample_weight[idx]))
+                    self._train_step(x[idx], (y[idx], labels[idx], sample_weight[idx]))
                     if stop.requested:
                         raise KeyboardInterrupt(f"training stopped by Ctrl-C in epoch {epoch + 1}, "
                                                 "after a whole batch; the model is usable")
@@ -557,7 +554,7 @@ class Model:
                 callbacks.on_test_batch_begin(step)
                 parts = [_batch_rows(out, s, batch_size) for out in outs]
                 part_masks = [None if mask is None else mask[s:s + batch_size] for mask in masks]
-                sw = None if sample_weight is None else sample_weight[rows]
+                sw = sample_weight[rows]
                 loss, output_losses, _ = self._loss_and_gradient(labels[rows], parts, part_masks, sw)
                 loss = np.float32(loss + penalties + activity)  # activity: 0 unless per batch
                 self._update_metrics(state, loss, output_losses, len(parts[0]), y[rows], parts, part_masks, sw)
@@ -589,8 +586,6 @@ class Model:
                                            epochs=1, steps=math.ceil(len(x) / batch_size))
         logs, state = self._evaluation(x, (y, labels, sample_weight), batch_size, callbacks)
         return self._results(logs, return_dict, state)
-
-
 
 
 class Sequential(Model):
@@ -650,7 +645,6 @@ class Sequential(Model):
             raise ValueError("the model has no layers")
         if not self.built:
             self.build((None,) + float_input(x, self.layers[0].name).shape[1:])  # any batch size, as Keras
-
 
     def get_config(self):
         """Keras's Sequential config: the name, each layer's config ({"module", "class_name",
@@ -730,11 +724,11 @@ def _is_crossentropy_name(spec):
     return isinstance(spec, str) and spec.lower() in ("crossentropy", "ce")
 
 
-def _per_output(value, names, what, broadcast=False, structure_only=False):
+def _per_output(value, names, what, broadcast=False):
     """compile()'s and fit()'s structures as one entry per output, Keras's way: None (None
     for each), a list or tuple in output order (of exactly one entry per output), a dict by
-    output name (loss, loss_weights and y: every output; metrics: some), or (broadcast) one
-    value for every output."""
+    output name (loss, loss_weights, y, sample_weight: every output; metrics: some), or
+    (broadcast, or one output) one value for every output. A metrics entry is a list."""
     n = len(names)
     if value is None:
         return [None] * n
@@ -742,23 +736,22 @@ def _per_output(value, names, what, broadcast=False, structure_only=False):
         unknown = [k for k in value if k not in names]
         if unknown or (not what.endswith("metrics") and set(value) != set(names)):
             raise ValueError(f"Expected keys {names} in {what} dict, but found {what}.keys()={list(value)}")
-        value = [value.get(name) for name in names]
-        if what.endswith("metrics"):  # each output's entry: a metric, a list of them, or None
-            return [[v] if v is not None and not isinstance(v, (list, tuple, dict)) else v for v in value]
-        return value
-    if isinstance(value, (list, tuple)) and not (structure_only and n == 1):
+        entries = [value.get(name) for name in names]
+    elif isinstance(value, (list, tuple)):
         if len(value) != n:
             raise ValueError(f"`{what}` must hold one entry per output of the model {names}: got {len(value)} "
                              f"entries ({value!r})")
-        if what.endswith("metrics"):  # each output's entry: a metric, a list of them, or None
-            return [[v] if v is not None and not isinstance(v, (list, tuple, dict)) else v for v in value]
-        return list(value)
-    if broadcast or n == 1:
+        entries = list(value)
+    elif broadcast or n == 1:
         return [value] * n
-    if what.endswith("metrics"):
-        metrics_module.check_metrics_argument(value, what)  # Keras's message for a bare string
-    raise ValueError(f"`{what}` for a model of {n} outputs {names} must be a list or a dict by output name, "
-                     f"got {type(value).__name__}")
+    else:
+        if what.endswith("metrics"):
+            metrics_module.check_metrics_argument(value, what)  # Keras's message for a bare string
+        raise ValueError(f"`{what}` for a model of {n} outputs {names} must be a list or a dict by output name, "
+                         f"got {type(value).__name__}")
+    if what.endswith("metrics"):  # each output's entry: a metric, a list of them, or None
+        return [[v] if v is not None and not isinstance(v, (list, tuple, dict)) else v for v in entries]
+    return entries
 
 
 def _rows_of(structure, rows, several):

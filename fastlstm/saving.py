@@ -213,6 +213,10 @@ def functional_from_config(config, custom_objects=None):
             raise TypeError(f"the model reads the mask op {history[0]!r} as data, which fastlstm does not support")
         return tensors.get(tuple(history))
 
+    def from_mask_op(v):  # a node's mask argument made by one of Keras's mask ops (dropped)
+        history = (v.get("config") or {}).get("keras_history") if isinstance(v, dict) else None
+        return bool(history) and history[0] in mask_ops
+
     while pending:
         progress = False
         for item in list(pending):
@@ -220,8 +224,7 @@ def functional_from_config(config, custom_objects=None):
             args, kwargs = node.get("args") or [], dict(node.get("kwargs") or {})
             kwargs.pop("training", None)
             mask = kwargs.pop("mask", None)
-            if kwargs or len(args) != 1 or (mask is not None and not (isinstance(mask, dict) and
-                                                                      tensor_mask_op(mask, mask_ops))):
+            if kwargs or len(args) != 1 or (mask is not None and not from_mask_op(mask)):
                 raise ValueError(f"layer {layer.name!r} is called with arguments fastlstm does not support: "
                                  f"{node!r}")
             inputs = [tensor(v) for v in args[0]] if isinstance(args[0], list) else tensor(args[0])
@@ -254,11 +257,6 @@ def functional_from_config(config, custom_objects=None):
     return functional.Functional(structure(config.get("input_layers")), structure(config.get("output_layers")),
                                  name=config.get("name"))
 
-
-def tensor_mask_op(mask, mask_ops):
-    """Whether a node's mask argument is the output of one of Keras's mask ops (dropped)."""
-    history = (mask.get("config") or {}).get("keras_history")
-    return bool(history) and history[0] in mask_ops
 
 
 def _compile_config(model):

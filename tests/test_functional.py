@@ -375,3 +375,20 @@ def test_a_model_called_on_tensors_is_a_clear_error():
     inner = fastlstm.Model(i, F.Dense(2)(i))
     with pytest.raises(TypeError, match="nested"):
         inner(fastlstm.Input(shape=(3,)))
+
+
+def test_an_inference_call_between_a_forward_and_its_backward_changes_nothing(rng):
+    """A predict on another thread may run between a training step's forward and backward
+    (it holds only the weights' read lock): the backward still sums the Embedding's two
+    gradients from the training call's values."""
+    ids = fastlstm.Input(shape=(None,), dtype="int32")
+    e = F.Embedding(40, 4)(ids)
+    model = fastlstm.Model(ids, F.Dense(2)(F.Concatenate()([F.LSTM(3)(e), F.GlobalAveragePooling1D()(e)])))
+    x = _tokens(rng)
+    d = [rng.normal(size=(48, 2)).astype(np.float32)]
+    model._forward(x, training=True)
+    want = model._backward(d)
+    model._forward(x, training=True)
+    model._forward(x[:5], training=False)
+    for a, b in zip(model._backward(d), want):
+        np.testing.assert_array_equal(a, b)
