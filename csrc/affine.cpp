@@ -16,7 +16,7 @@ namespace fastlstm {
 // and the Dense layer. The same kernel as the recurrent products, over pieces of rows fixed
 // by the shapes (see affine.h).
 
-constexpr int kRowPiece = 8 * kRows;  // rows of x per parallel piece (about: see even_pieces)
+constexpr int kRowPiece = 48;  // rows of x per parallel piece (about: see even_pieces)
 
 // An even number of row pieces of about `rows` rows each (even: two threads get equal shares);
 // piece p holds rows [N p / pieces, N (p+1) / pieces).

@@ -274,7 +274,8 @@ static const float* recurrent_bias_of(py::handle rb, py::ssize_t H, std::optiona
   return keep->data();
 }
 
-PYBIND11_MODULE(_core, m) {
+// One module per ISA level, fastlstm._core_<level> (CMakeLists.txt names it).
+PYBIND11_MODULE(FASTLSTM_MODULE, m) {
   m.doc() = "fastlstm C++ kernels: fused LSTM forward/backward through time (Keras semantics)";
 
   m.def("set_num_threads", [](py::handle n) {
@@ -305,8 +306,11 @@ PYBIND11_MODULE(_core, m) {
 #else
     d["sanitize"] = false;
 #endif
+    d["isa"] = FASTLSTM_ISA_LEVEL;
+    d["vector_floats"] = vector_floats();
     return d;
-  }, "How this extension was built: {'sanitize': ASan + UBSan build}.");
+  }, "How this extension was built: {'sanitize': ASan + UBSan build, 'isa': its ISA level,\n"
+     "'vector_floats': floats per vector register in its products}.");
   m.def("fma_peak_gflops", [](int threads) {
     if (threads < 1) throw py::value_error("threads must be >= 1");
     py::gil_scoped_release nogil;
@@ -389,7 +393,7 @@ PYBIND11_MODULE(_core, m) {
     auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t H4 = kernel.shape(1);
     auto dz = checked<float>(dz_, "dz", "(N, M)", {N, H4});
-    F32 dkernel({E, H4}), dbias({H4});
+    F32 dkernel({E, H4}), dbias(H4);
     std::optional<F32> dx;
     if (need_dx) dx.emplace(std::vector<py::ssize_t>{N, E});
     float* dx_ptr = dx ? dx->mutable_data() : nullptr;
@@ -446,7 +450,7 @@ PYBIND11_MODULE(_core, m) {
     const int G = gates_of_mask(mask, M);
     auto dz = checked<float>(dz_, "dz", "(B, T, M)", {B, T, M});
     const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
-    F32 dkernel({E, M}), dbias({M});
+    F32 dkernel({E, M}), dbias(M);
     std::optional<F32> dx;
     if (need_dx) dx.emplace(std::vector<py::ssize_t>{B, T, E});
     {

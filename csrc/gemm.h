@@ -9,10 +9,9 @@
 
 namespace fastlstm {
 
-// The micro-kernel's tile: 6 rows x 16 columns of C in 12 vector registers, +2 for the
-// panel row, +1 broadcast: FMA-bound on AVX2 (8 loads per 12 FMAs).
-constexpr int kPanel = 16;  // packed column panel width: 2 vectors of 8
-constexpr int kRows = 6;
+// Packed column panel width, the same at every ISA level: a vector of 16 (AVX-512), 2 of 8
+// (AVX2), 4 of 4 (SSE2, NEON). The micro-kernel's tile per level is in gemm.cpp.
+constexpr int kPanel = 16;
 
 // B (K,N) row-major, or given transposed as (N,K) -> panels (ceil(N/16), K, 16), zero-padded.
 // `out` holds at least panel_floats(K, N). ldb: the source's row stride (0: N, or K transposed),
@@ -41,6 +40,9 @@ inline PanelB rowmajor_b(const float* b, int ldb) { return {b, kPanel, size_t(ld
 // rows of A it meets stay in L1.
 void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, PanelB B, int N,
                  float* c, bool accumulate, int ldc = 0);
+
+// Floats per vector register in the products at this build's ISA level (16, 8 or 4).
+int vector_floats();
 
 // Measured fp32 FMA throughput of `threads` threads, GFLOP/s (for the kernel benchmark).
 double fma_peak_gflops(int threads);

@@ -14,8 +14,8 @@ using Packet = ei::packet_traits<float>::type;
 constexpr int kP = ei::packet_traits<float>::size;
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wignored-attributes"  // __m256 as a template argument
-constexpr bool kMasked = ei::unpacket_traits<Packet>::masked_load_available &&
-                         ei::unpacket_traits<Packet>::masked_store_available;
+constexpr bool kMasked = bool(ei::unpacket_traits<Packet>::masked_load_available) &&
+                         bool(ei::unpacket_traits<Packet>::masked_store_available);
 #pragma GCC diagnostic pop
 
 static inline Packet sigmoid(const Packet& x) { return ei::scalar_logistic_op<float>().packetOp(x); }

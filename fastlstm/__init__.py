@@ -7,12 +7,12 @@ thin numpy. The API follows Keras: ``datasets.reuters``/``imdb``, ``utils``, ``p
 """
 from fastlstm import (activations, backend, callbacks, datasets, layers, losses, metrics, optimizers,  # noqa: F401
                       preprocessing, regularizers, utils)
-from fastlstm._core import get_num_threads, set_num_threads
+from fastlstm._core import cpu_info, get_num_threads, set_num_threads
 from fastlstm.layers import Input
 from fastlstm.models import History, Model, Sequential
 from fastlstm.train import TrainResult, reuters_model, train_reuters
 
 __all__ = ["activations", "backend", "callbacks", "datasets", "layers", "losses", "metrics", "optimizers",
-           "preprocessing", "regularizers", "utils", "get_num_threads", "set_num_threads", "Input", "History", "Model",
+           "preprocessing", "regularizers", "utils", "cpu_info", "get_num_threads", "set_num_threads", "Input", "History", "Model",
            "Sequential", "TrainResult", "reuters_model", "train_reuters"]
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
-"""Command line: `fastlstm train-reuters [options]` (or `python -m fastlstm ...`)."""
+"""Command line: `fastlstm train-reuters [options]`, `fastlstm info` (or `python -m fastlstm ...`)."""
 import argparse
+import os
 import sys
 
 
@@ -18,9 +19,21 @@ def main(argv=None):
     t.add_argument("--data-dir", default=None, help="folder holding reuters.npz (default: $FASTLSTM_DATA_DIR, caches, download)")
     t.add_argument("--plot", metavar="PNG", default=None, help="write training curves (needs matplotlib)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    sub.add_parser("info", help="print the kernels' ISA levels (compiled, supported, active) and threads")
     args = parser.parse_args(argv)
 
     import fastlstm
+
+    if args.command == "info":
+        info = fastlstm.cpu_info()
+        print(f"fastlstm {fastlstm.__version__}")
+        print(f"ISA levels compiled:  {', '.join(info['compiled'])}")
+        print(f"supported by the CPU: {', '.join(info['supported'])}")
+        forced = os.environ.get("FASTLSTM_ISA")
+        print(f"active:               {info['active']} ({info['vector_floats']} floats per vector; "
+              + (f"FASTLSTM_ISA={forced})" if forced else "the best of both; FASTLSTM_ISA forces one)"))
+        print(f"threads:              {info['threads']}")
+        return 0
 
     if args.threads is not None:
         fastlstm.set_num_threads(args.threads)

@@ -156,7 +156,11 @@ def test_token_path_without_padding_skip_is_the_same(rng):
     assert np.abs(skip - plain).max() <= 1e-6
 
 
-@pytest.mark.parametrize("N,E,M", [(1, 1, 1), (7, 3, 46), (49, 100, 400), (130, 5, 33), (0, 4, 16), (100, 100, 46)])
+# Every ISA level's tiles and tails: columns in one partial vector, in part of a panel, in a
+# two-panel AVX-512 tile (17-31, 33-47), several k blocks (E > 256); rows in every row tile.
+@pytest.mark.parametrize("N,E,M", [(1, 1, 1), (7, 3, 46), (49, 100, 400), (130, 5, 33), (0, 4, 16), (100, 100, 46),
+                                   (13, 300, 31), (25, 7, 17), (9, 5, 48), (12, 3, 8), (24, 4, 5), (8, 2, 33),
+                                   (11, 6, 3), (37, 9, 64), (2, 513, 20)])
 def test_affine_and_its_backward_match_numpy(rng, threads, N, E, M):
     x = rng.normal(size=(N, E)).astype(np.float32)
     K = rng.normal(size=(E, M)).astype(np.float32)
