@@ -276,7 +276,7 @@ def worker_main(system, threads, workload):
     try:
         worker = WORKERS[base_system(system)](threads, reuters_arrays())
     except ImportError as e:
-        print(json.dumps({"error": f"not installed: {INSTALL[system]} ({e})"}), flush=True)
+        print(json.dumps({"error": f"not installed: {INSTALL[base_system(system)]} ({e})"}), flush=True)
         return
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -344,6 +344,9 @@ def run(args):
     os.makedirs(args.out, exist_ok=True)
     set_workload(args.workload)
     systems = args.systems.split(",")
+    for s in systems:
+        if base_system(s) not in SYSTEMS:
+            raise SystemExit(f"--systems: {s!r} is not one of {', '.join(SYSTEMS)} (or fastlstm@LEVEL)")
     workers = {}
     results = {"machine": machine(), "workload": args.workload, "settings": dict(W), "epochs": args.epochs,
                "threads": args.threads, "systems": {}}

@@ -1,6 +1,6 @@
 """Micro-benchmark of the LSTM kernels: forward and forward+backward time, GFLOP/s, 1 -> 2 threads.
 
-    python bench/kernel.py [--repeats 7]
+    python bench/kernel.py [--repeats 7]          (FASTLSTM_ISA=avx2 ... for another ISA level)
 
 For a grid of (B, T, E, H), with 1 and 2 threads, on dense input (fastlstm._core.rnn_forward
 / rnn_backward). FLOP counted as a plain LSTM does them: 2*B*T*(E+H)*4H forward, twice that
@@ -36,7 +36,19 @@ def main():
     args = p.parse_args()
     rng = np.random.default_rng(0)
     peak = {threads: max(_core.fma_peak_gflops(threads) for _ in range(3)) for threads in (1, 2)}
+    info = fastlstm.cpu_info()
+    print(f"ISA level {info['active']} ({info['vector_floats']} floats per vector; compiled {info['compiled']})")
     print(f"FMA peak: 1 thread {peak[1]:.0f}, 2 threads {peak[2]:.0f} GFLOP/s (x{peak[2] / peak[1]:.2f})\n")
+    # The product kernel alone: the input projection of a batch, (B*T, E) @ (E, 4H), B=100, T=100, E=H=100
+    x2 = rng.normal(size=(10000, 100)).astype(np.float32)
+    k2 = rng.normal(size=(100, 400)).astype(np.float32)
+    b2 = np.zeros(400, np.float32)
+    for threads in (1, 2):
+        fastlstm.set_num_threads(threads)
+        rate = 2 * 10000 * 100 * 400 / median_s(lambda: _core.affine(x2, k2, b2), args.repeats) / 1e9
+        print(f"product kernel (10000,100) @ (100,400), {threads} thread(s): {rate:.0f} GFLOP/s, "
+              f"{100 * rate / peak[threads]:.0f}% of peak")
+    print()
     print("| B | T | E | H | threads | forward ms | fwd+bwd ms | GFLOP/s | % of FMA peak | 1 -> 2 threads |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for B, T, E, H in GRID:

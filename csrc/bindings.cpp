@@ -274,7 +274,8 @@ static const float* recurrent_bias_of(py::handle rb, py::ssize_t H, std::optiona
   return keep->data();
 }
 
-// One module per ISA level, fastlstm._core_<level> (CMakeLists.txt names it).
+// One module per ISA level, fastlstm._core_<level> (CMakeLists.txt names it). Its class is
+// module_local: several levels can be loaded in one process (each registers its own type).
 PYBIND11_MODULE(FASTLSTM_MODULE, m) {
   m.doc() = "fastlstm C++ kernels: fused LSTM forward/backward through time (Keras semantics)";
 
@@ -364,7 +365,7 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
   }, py::arg("w"), py::arg("g"), py::arg("acc"), py::arg("decay"), py::arg("lr"),
   py::arg("epsilon"), "One Adagrad step in place. See csrc/optimizers.h.");
 
-  py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace",
+  py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace", py::module_local(),
       "Activations kept by a forward call for its backward; reused between calls.")
       .def(py::init<>());
 

@@ -25,14 +25,18 @@ std::vector<std::string> supported() {
 #if defined(__x86_64__) || defined(_M_X64)
   std::vector<std::string> out = {"baseline"};
   __builtin_cpu_init();
-  // x86-64-v3 (every CPU with AVX2 and BMI2 has v3's LZCNT, MOVBE and F16C too)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+  // GCC knows the levels: every feature -march=x86-64-v3/v4 lets the compiler emit
+  const bool v3 = __builtin_cpu_supports("x86-64-v3"), v4 = __builtin_cpu_supports("x86-64-v4");
+#else
+  // clang 14 knows fewer names (no f16c, lzcnt, movbe: every CPU with AVX2 and BMI2 has them)
   const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                   __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
                   __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("sse4.2");
-  // x86-64-v4
   const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                   __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
                   __builtin_cpu_supports("avx512cd");
+#endif
   if (v3) out.push_back("avx2");
   if (v4) out.push_back("avx512");
   return out;

@@ -16,7 +16,9 @@ namespace fastlstm {
 
 // This file is compiled once per ISA level (CMakeLists.txt), and so is its vector width:
 // kVec floats per register, 16 (AVX-512), 8 (AVX, AVX2) or 4 (SSE2, NEON).
-#if defined(__AVX512F__)
+// FASTLSTM_WIDE_EMULATION (a test build, tests/native): AVX-512's width and tiles at AVX2,
+// each vector of 16 a pair of 8, so their blocking and tails are tested without AVX-512.
+#if defined(FASTLSTM_WIDE_EMULATION) || defined(__AVX512F__)
 constexpr int kVec = 16;
 #elif defined(__AVX__)
 constexpr int kVec = 8;
@@ -30,7 +32,12 @@ static_assert(kPanel % kVec == 0, "a vector never straddles two panels");
 // acc + x * b, rounded once: an explicit FMA where the ISA has one, so that every tile shape
 // rounds alike (left to the compiler, a 1-row tile was seen compiled without contraction).
 static inline vec fmadd(float x, vec b, vec acc) {
-#if defined(__AVX512F__)
+#if defined(FASTLSTM_WIDE_EMULATION)
+  typedef float v8 __attribute__((vector_size(32)));
+  union Halves { vec v; v8 h[2]; } bh{b}, out{acc};
+  for (int i = 0; i < 2; ++i) out.h[i] = _mm256_fmadd_ps(_mm256_set1_ps(x), bh.h[i], out.h[i]);
+  return out.v;
+#elif defined(__AVX512F__)
   return _mm512_fmadd_ps(_mm512_set1_ps(x), b, acc);
 #elif defined(__FMA__) && defined(__AVX__)
   return _mm256_fmadd_ps(_mm256_set1_ps(x), b, acc);
@@ -55,7 +62,7 @@ void pack_panels(const float* b, int K, int N, bool transposed, float* out, int 
 }
 
 
-#if defined(__AVX__) && !defined(__AVX512F__)
+#if defined(__AVX__) && !defined(__AVX512F__) && !defined(FASTLSTM_WIDE_EMULATION)
 // Lanes 0..m-1 set, for AVX's masked moves (loaded: AVX1 has no 256-bit integer compare).
 static inline __m256i lane_mask(int m) {
   alignas(64) static const int32_t ones[16] = {-1, -1, -1, -1, -1, -1, -1, -1};
@@ -67,7 +74,11 @@ static inline __m256i lane_mask(int m) {
 // has masks, so a tile's accumulators stay in registers whatever its width.
 static inline vec load_cols(const float* p, int m) {
   if (m == kVec) return *reinterpret_cast<const vecu*>(p);
-#if defined(__AVX512F__)
+#if defined(FASTLSTM_WIDE_EMULATION)
+  vec x{};
+  for (int j = 0; j < m; ++j) x[j] = p[j];
+  return x;
+#elif defined(__AVX512F__)
   return _mm512_maskz_loadu_ps(__mmask16((1u << m) - 1), p);
 #elif defined(__AVX__)
   return _mm256_maskload_ps(p, lane_mask(m));
@@ -82,7 +93,9 @@ static inline void store_cols(float* p, vec x, int m) {
     *reinterpret_cast<vecu*>(p) = x;
     return;
   }
-#if defined(__AVX512F__)
+#if defined(FASTLSTM_WIDE_EMULATION)
+  for (int j = 0; j < m; ++j) p[j] = x[j];
+#elif defined(__AVX512F__)
   _mm512_mask_storeu_ps(p, __mmask16((1u << m) - 1), x);
 #elif defined(__AVX__)
   _mm256_maskstore_ps(p, lane_mask(m), x);

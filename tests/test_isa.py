@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -33,10 +34,16 @@ def cpuinfo_levels():
     return levels
 
 
+def run(args, **env):
+    """A fresh interpreter, outside the checkout (its source folder fastlstm/ has no built
+    kernels and would shadow the installed package)."""
+    return subprocess.run([sys.executable, *args], env=dict(os.environ, **env), capture_output=True, text=True,
+                          timeout=600, cwd=tempfile.gettempdir())
+
+
 def run_at(level, code):
-    """Runs `code` in a fresh interpreter with FASTLSTM_ISA=level; its stdout's last line as JSON."""
-    env = dict(os.environ, FASTLSTM_ISA=level)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    """Runs `code` with FASTLSTM_ISA=level; its stdout's last line as JSON."""
+    out = run(["-c", code], FASTLSTM_ISA=level)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -45,11 +52,12 @@ def test_cpu_info_lists_every_level_built_and_the_cpus():
     info = fastlstm.cpu_info()
     assert set(info) == {"compiled", "supported", "active", "vector_floats", "threads"}
     if X86:  # a default build has all three levels; FASTLSTM_LEVELS (at build and test time) fewer
-        built = [level for level in os.environ.get("FASTLSTM_LEVELS", "").split(";") if level]
-        assert info["compiled"] == (built or ["baseline", "avx2", "avx512"])
+        built = {level for level in os.environ.get("FASTLSTM_LEVELS", "").split(";") if level}
+        want = [level for level in _core.LEVELS if level in built] or ["baseline", "avx2", "avx512"]
+        assert info["compiled"] == want, "a build with FASTLSTM_LEVELS set is tested with the same setting"
         assert info["supported"] == cpuinfo_levels()
     assert info["threads"] == fastlstm.get_num_threads()
-    want = os.environ.get("FASTLSTM_ISA") or usable_levels()[-1]
+    want = os.environ.get("FASTLSTM_ISA", "").strip().lower() or usable_levels()[-1]
     assert info["active"] == want
     assert info["vector_floats"] == WIDTH[want] == _core.build_info()["vector_floats"]
     assert _core.build_info()["isa"] == want
@@ -67,14 +75,13 @@ def test_fastlstm_isa_forces_each_supported_level():
 
 
 def test_a_bad_fastlstm_isa_is_a_clear_import_error():
-    env = dict(os.environ, FASTLSTM_ISA="sse9")
-    out = subprocess.run([sys.executable, "-c", "import fastlstm"], env=env, capture_output=True, text=True)
+    out = run(["-c", "import fastlstm"], FASTLSTM_ISA="sse9")
     assert out.returncode != 0
     assert "FASTLSTM_ISA='sse9' is not an ISA level" in out.stderr
     choose = _core._choose
-    assert choose("", ("baseline", "avx2", "avx512"), ("baseline", "avx2")) == "avx2"
-    assert choose("AVX2", ("baseline", "avx2"), ("baseline", "avx2", "avx512")) == "avx2"
     if X86:
+        assert choose("", ("baseline", "avx2", "avx512"), ("baseline", "avx2")) == "avx2"
+        assert choose(" AVX2", ("baseline", "avx2"), ("baseline", "avx2", "avx512")) == "avx2"
         with pytest.raises(ImportError, match="this CPU does not support the avx512 level"):
             choose("avx512", ("baseline", "avx2", "avx512"), ("baseline", "avx2"))
         with pytest.raises(ImportError, match="this build of fastlstm has no avx512 kernels"):
@@ -84,7 +91,7 @@ def test_a_bad_fastlstm_isa_is_a_clear_import_error():
 
 
 def test_info_command_prints_the_levels():
-    out = subprocess.run([sys.executable, "-m", "fastlstm", "info"], capture_output=True, text=True, timeout=120)
+    out = run(["-m", "fastlstm", "info"])
     assert out.returncode == 0, out.stderr
     info = fastlstm.cpu_info()
     assert f"ISA levels compiled:  {', '.join(info['compiled'])}" in out.stdout
@@ -105,9 +112,12 @@ def test_each_level_holds_only_its_own_vector_instructions():
     PyInit (inline functions stay local), and whose code uses no wider register than its own."""
     for level in fastlstm.cpu_info()["compiled"]:
         text, path = disassembly(level)
-        wider = {"baseline": ("%ymm", "%zmm"), "avx2": ("%zmm",), "avx512": ()}[level]
-        for reg in wider:
-            assert reg not in text, f"{level}: a {reg} instruction in {path}"
+        # baseline: no VEX or EVEX instruction at all (their mnemonics start with v); avx2: no
+        # AVX-512 register (zmm, mask registers k0-k7)
+        wider = {"baseline": r"^\s*[0-9a-f]+:\s+v[a-z0-9]+\s", "avx2": r"%zmm|%k[0-7]\b|\{1to", "avx512": None}[level]
+        if wider:
+            found = re.search(wider, text, re.M)
+            assert found is None, f"{level}: {found.group(0).strip() if found else ''} in {path}"
         symbols = subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True,
                                  check=True).stdout.split("\n")
         code = [line.split()[-1] for line in symbols if re.match(r"\S+ [TtWiu] ", line)]
@@ -143,6 +153,8 @@ def test_every_level_trains_to_the_same_predictions():
     """Two epochs (8 steps) of Adam on LSTM, masked GRU and Bidirectional models: every level
     within 1e-6 relative of the widest (levels differ in FMA use and summation width only)."""
     levels = usable_levels()
+    if len(levels) < 2:
+        pytest.skip(f"one ISA level usable here ({levels}): nothing to compare")
     results = {level: run_at(level, TRAIN) for level in levels}
     ref = results[levels[-1]]
     for level in levels[:-1]:

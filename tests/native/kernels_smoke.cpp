@@ -109,7 +109,7 @@ int main() {
     set_num_threads(threads);
     std::mt19937 g(7);
     for (int N : {1, 2, 5, 6, 7, 12, 13, 25}) {
-      for (int M : {1, 3, 8, 16, 17, 31, 33, 46}) affine_case(g, N, 5, M);
+      for (int M : {1, 3, 8, 16, 17, 31, 32, 33, 46, 48, 64, 80}) affine_case(g, N, 5, M);
     }
     affine_case(g, 9, 300, 20);  // two k blocks
   }
