@@ -122,10 +122,11 @@ def test_each_level_holds_only_its_own_vector_instructions():
                                  check=True).stdout.split("\n")
         code = [line.split()[-1] for line in symbols if re.match(r"\S+ [TtWiu] ", line)]
         assert code == [f"PyInit__core_{level}"], f"{level}: exported code symbols {code}"
-        if level == "avx512":  # its products are 512 bits wide
-            assert len(re.findall(r"vfmadd\w+ps\s+\S*%zmm", text)) > 100
+        # its products are as wide as its vectors (some tens of FMAs even at -O1, the sanitizer build's)
+        if level == "avx512":
+            assert len(re.findall(r"vfmadd\w+ps\s+\S*%zmm", text)) > 10
         if level == "avx2":
-            assert len(re.findall(r"vfmadd\w+ps\s+\S*%ymm", text)) > 100
+            assert len(re.findall(r"vfmadd\w+ps\s+\S*%ymm", text)) > 10
 
 
 TRAIN = """
