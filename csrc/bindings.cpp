@@ -312,6 +312,23 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
     return d;
   }, "How this extension was built: {'sanitize': ASan + UBSan build, 'isa': its ISA level,\n"
      "'vector_floats': floats per vector register in its products}.");
+  m.def("time_loop_split", [](int B, int T, int H, int G, int U, bool token_input, bool training, int threads,
+                              bool splittable) {
+    if (B < 1 || T < 0 || H < 1 || G < 1 || U < 1 || threads < 1) throw py::value_error("sizes must be >= 1 (T >= 0)");
+    const int nchunks = time_loop_chunks(B, T, U, token_input, training);
+    // the largest chunk's slots: its rows (dealt evenly) and its trajectory
+    const int rows = (B + nchunks - 1) / nchunks + 1;
+    const TimeLoopSplit split = time_loop_split(nchunks, rows, H, G, threads, splittable);
+    py::list units;
+    for (int m = 0; m < split.team; ++m) units.append(py::make_tuple(split.unit_lo(m), split.unit_lo(m + 1)));
+    py::dict d;
+    d["chunks"] = nchunks, d["team"] = split.team, d["teams"] = split.teams, d["units"] = units;
+    return d;
+  }, py::arg("B"), py::arg("T"), py::arg("H"), py::arg("G"), py::arg("U"), py::arg("token_input"), py::arg("training"),
+     py::arg("threads"), py::arg("splittable") = true,
+  "How the time loops share `threads` threads for a layer of H units (G gates each) on B rows\n"
+  "of T steps (U table rows): {'chunks': chunks of rows, 'team': threads per chunk, 'teams': teams,\n"
+  "'units': each member's unit range [u0, u1)}. Chunk j goes to team j % teams.");
   m.def("fma_peak_gflops", [](int threads) {
     if (threads < 1) throw py::value_error("threads must be >= 1");
     py::gil_scoped_release nogil;

@@ -14,11 +14,15 @@
 //             engine runs forward_reset (z, r and r * h_{t-1}) before that gate's product and,
 //             in backward, backward_reset once dL/d(r * h_{t-1}) is known
 //
-//   forward(work, product, rec_bias, state_prev, state, h, H)
+//   Every function runs units [0, n) of the arrays it is given, whose gates lie H apart (a
+//   work row's gate g at g*H): the engine passes n = H for a whole row, or a block of units
+//   (the arrays offset by its first unit) when a team of threads shares a step (engine.cpp).
+//
+//   forward(work, product, rec_bias, state_prev, state, h, n, H)
 //     work (kKept*H) in: x_t @ kernel + bias [+ h_{t-1} @ recurrent], out: what backward keeps;
 //     product (kGates*H) h_{t-1} @ recurrent (separate-product cells), rec_bias (kGates*H) or
 //     null; state_prev (H) -> state (H); h (H) out (the same array as state where h is the state).
-//   backward(work, state_prev, aux, dh, dstate, dz_in, dz_rec, H)
+//   backward(work, state_prev, aux, dh, dstate, dz_in, dz_rec, n, H)
 //     aux (H) tanh(c_t) (cell-state cells); dh (H) in: dL/dh_t; dstate (H) in: dL/dc_t, out:
 //     dL/dc_{t-1} (cell-state cells); dz_in (kGates*H) out: dL/d(x_t @ kernel + bias), the table
 //     row's gradient; dz_rec (kGates*H) out: dL/d(h_{t-1} @ recurrent) (the same array as dz_in
@@ -85,8 +89,8 @@ struct LstmCell {
   static constexpr bool kSeparateProduct = false, kCellState = true, kDirectDh = false, kResetBefore = false;
 
   static inline void forward(float* z, const float*, const float*, const float* c_prev, float* c,
-                             float* h, int H) {
-    for_packets(H, [&](int j, int m) {
+                             float* h, int n, int H) {
+    for_packets(n, [&](int j, int m) {
       const Packet i = R::f(load(z + j, m)), f = R::f(load(z + H + j, m));
       const Packet g = A::f(load(z + 2 * H + j, m)), o = R::f(load(z + 3 * H + j, m));
       const Packet cn = ei::padd(ei::pmul(f, load(c_prev + j, m)), ei::pmul(i, g));
@@ -97,19 +101,19 @@ struct LstmCell {
   }
 
   // ac (H) = A(c (H)), bitwise what forward computed for h = o * A(c).
-  static inline void aux(const float* c, float* ac, int H) {
-    for_packets(H, [&](int j, int m) { store(ac + j, A::f(load(c + j, m)), m); });
+  static inline void aux(const float* c, float* ac, int n, int) {
+    for_packets(n, [&](int j, int m) { store(ac + j, A::f(load(c + j, m)), m); });
   }
   // h (H) = o * A(c) of a step, from its kept gates (4H) and aux(c).
-  static inline void hidden(const float* a, const float* ac, float* h, int H) {
-    for_packets(H, [&](int j, int m) {
+  static inline void hidden(const float* a, const float* ac, float* h, int n, int H) {
+    for_packets(n, [&](int j, int m) {
       store(h + j, ei::pmul(load(a + 3 * H + j, m), load(ac + j, m)), m);
     });
   }
 
   static inline void backward(const float* a, const float* c_prev, const float* ac,
-                              float* dh, float* dc, float* dz, float*, int H) {
-    for_packets(H, [&](int j, int m) {
+                              float* dh, float* dc, float* dz, float*, int n, int H) {
+    for_packets(n, [&](int j, int m) {
       const Packet i = load(a + j, m), f = load(a + H + j, m), g = load(a + 2 * H + j, m);
       const Packet o = load(a + 3 * H + j, m);
       const Packet cp = load(c_prev + j, m), t = load(ac + j, m), dH = load(dh + j, m);
@@ -141,9 +145,9 @@ struct GruCell {
   static constexpr bool kSeparateProduct = true, kCellState = false, kDirectDh = true, kResetBefore = false;
 
   static inline void forward(float* w, const float* p, const float* rb, const float* h_prev,
-                             float*, float* h, int H) {
+                             float*, float* h, int n, int H) {
     const Packet one = ei::pset1<Packet>(1.f);
-    for_packets(H, [&](int j, int m) {
+    for_packets(n, [&](int j, int m) {
       Packet qz = load(p + j, m), qr = load(p + H + j, m), qh = load(p + 2 * H + j, m);
       if (rb) {
         qz = ei::padd(qz, load(rb + j, m)), qr = ei::padd(qr, load(rb + H + j, m));
@@ -159,9 +163,9 @@ struct GruCell {
   }
 
   static inline void backward(const float* w, const float* h_prev, const float*, float* dh, float*,
-                              float* dz_in, float* dz_rec, int H) {
+                              float* dz_in, float* dz_rec, int n, int H) {
     const Packet one = ei::pset1<Packet>(1.f);
-    for_packets(H, [&](int j, int m) {
+    for_packets(n, [&](int j, int m) {
       const Packet z = load(w + j, m), r = load(w + H + j, m), hh = load(w + 2 * H + j, m);
       const Packet qh = load(w + 3 * H + j, m), hp = load(h_prev + j, m), dH = load(dh + j, m);
       // h = z * h_prev + (1 - z) * hh
@@ -191,8 +195,8 @@ struct GruResetBeforeCell {
   static constexpr bool kSeparateProduct = true, kCellState = false, kDirectDh = true, kResetBefore = true;
 
   // w (3H) in: x, out: z, r (and x_h); p (3H) the products of the z and r gates; rh (H) out.
-  static inline void forward_reset(float* w, const float* p, const float* h_prev, float* rh, int H) {
-    for_packets(H, [&](int j, int m) {
+  static inline void forward_reset(float* w, const float* p, const float* h_prev, float* rh, int n, int H) {
+    for_packets(n, [&](int j, int m) {
       const Packet z = R::f(ei::padd(load(w + j, m), load(p + j, m)));
       const Packet r = R::f(ei::padd(load(w + H + j, m), load(p + H + j, m)));
       store(w + j, z, m), store(w + H + j, r, m);
@@ -201,9 +205,9 @@ struct GruResetBeforeCell {
   }
   // w (3H) z, r, x_h -> z, r, hh; p[2H:3H] = (r * h_prev) @ U_h; h (H) out.
   static inline void forward(float* w, const float* p, const float*, const float* h_prev, float*,
-                             float* h, int H) {
+                             float* h, int n, int H) {
     const Packet one = ei::pset1<Packet>(1.f);
-    for_packets(H, [&](int j, int m) {
+    for_packets(n, [&](int j, int m) {
       const Packet z = load(w + j, m), hp = load(h_prev + j, m);
       const Packet hh = A::f(ei::padd(load(w + 2 * H + j, m), load(p + 2 * H + j, m)));
       store(w + 2 * H + j, hh, m);
@@ -212,9 +216,9 @@ struct GruResetBeforeCell {
   }
   // The z and h gates' gradients; dh in: dL/dh_t, out: the direct part dL/dh_t * z.
   static inline void backward(const float* w, const float* h_prev, const float*, float* dh, float*,
-                              float* dz_in, float* dz_rec, int H) {
+                              float* dz_in, float* dz_rec, int n, int H) {
     const Packet one = ei::pset1<Packet>(1.f);
-    for_packets(H, [&](int j, int m) {
+    for_packets(n, [&](int j, int m) {
       const Packet z = load(w + j, m), hh = load(w + 2 * H + j, m);
       const Packet hp = load(h_prev + j, m), dH = load(dh + j, m);
       // h = z * h_prev + (1 - z) * hh
@@ -228,8 +232,8 @@ struct GruResetBeforeCell {
   }
   // The r gate's, given d_rh (H) = dL/d(r * h_prev) = dxh @ U_h^T; dh (+)= d_rh * r.
   static inline void backward_reset(const float* w, const float* h_prev, const float* d_rh, float* dh,
-                                    float* dz_in, float* dz_rec, int H) {
-    for_packets(H, [&](int j, int m) {
+                                    float* dz_in, float* dz_rec, int n, int H) {
+    for_packets(n, [&](int j, int m) {
       const Packet r = load(w + H + j, m), d = load(d_rh + j, m);
       // rh = r * h_prev;  r = R(x_r + h_prev @ U_r)
       const Packet dzr = R::chain(ei::pmul(d, load(h_prev + j, m)), r);
@@ -250,17 +254,17 @@ struct SimpleRnnCell {
   static constexpr bool kSeparateProduct = false, kCellState = false, kDirectDh = false, kResetBefore = false;
 
   static inline void forward(float* z, const float*, const float*, const float*, float*, float* h,
-                             int H) {
-    for_packets(H, [&](int j, int m) {
+                             int n, int) {
+    for_packets(n, [&](int j, int m) {
       const Packet a = A::f(load(z + j, m));
       store(z + j, a, m), store(h + j, a, m);
     });
   }
 
   static inline void backward(const float* a, const float*, const float*, float* dh, float*,
-                              float* dz, float*, int H) {
+                              float* dz, float*, int n, int) {
     // h = A(z)
-    for_packets(H, [&](int j, int m) { store(dz + j, A::chain(load(dh + j, m), load(a + j, m)), m); });
+    for_packets(n, [&](int j, int m) { store(dz + j, A::chain(load(dh + j, m), load(a + j, m)), m); });
   }
 };
 

@@ -4,8 +4,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <numeric>
+#include <thread>
 
 #include "gemm.h"
 #include "cells.h"
@@ -14,9 +17,102 @@
 namespace fastlstm {
 
 // Work is split into pieces (chunks of batch rows, row panels or k panels of a GEMM) fixed
-// by the problem size only, never by the thread count: each piece is computed the same way
+// by the problem size only, never by the thread count (a team's blocks of units, below, only
+// choose who computes a float, not how): each piece is computed the same way
 // whichever thread takes it, so results are bitwise identical for any number of threads.
-static int batch_chunks(int B) { return std::max(1, std::min(B, std::max(2, (B + 63) / 64))); }
+
+// Chunks of rows: at least 2, one per 64 rows. Training with token input: chunks 1.. keep
+// their own (U,G*H) table gradient, so their number is bounded to keep that memory within the
+// activations' (B*T rows of G*H).
+int time_loop_chunks(int B, int T, int U, bool token_input, bool training) {
+  int nchunks = std::max(2, (B + 63) / 64);
+  if (training && token_input) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
+  return std::max(1, std::min(nchunks, B));
+}
+
+// A team member's least work per step, in the flops of the three products of a training step
+// (h @ R, dz @ R^T, h^T @ dz): below it the barrier costs more than the split saves (measured
+// on 2 cores, LSTM, one row: H = 128, 0.39 MFLOP per step, ran 0.9x at 2 threads; H = 256,
+// 1.6 MFLOP, 1.6x).
+constexpr double kMemberFlops = 4e5;
+
+TimeLoopSplit time_loop_split(int nchunks, int rows, int H, int G, int threads, bool splittable) {
+  TimeLoopSplit split;
+  split.H = H;
+  const double step_flops = 3.0 * 2 * rows * H * G * H;  // per chunk
+  const int worth = int(std::min<double>(step_flops / kMemberFlops, threads));
+  split.team = splittable ? std::max(1, std::min({panel_count(H), threads / std::max(nchunks, 1), worth})) : 1;
+  split.teams = std::max(1, threads / split.team);
+  return split;
+}
+
+int TimeLoopSplit::unit_lo(int m) const { return std::min(H, kPanel * (panel_count(H) * m / team)); }
+
+// A team's meeting point, once per step. It spins (a step takes microseconds), yielding the
+// CPU once it has waited long (more threads than free CPUs).
+class TeamBarrier {
+ public:
+  void init(int n) { n_ = n; }
+  void wait() {
+    if (n_ == 1) return;
+    const unsigned gen = gen_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; gen_.load(std::memory_order_acquire) == gen; ++spins) {
+      if (spins < 4000) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  int n_ = 1;
+  std::atomic<int> arrived_{0};
+  std::atomic<unsigned> gen_{0};
+};
+
+// The teams of one parallel region: the split for the region's size and a barrier per team.
+// plan and run are called by every thread of the region.
+class Teams {
+ public:
+  explicit Teams(int threads) : meet_(new TeamBarrier[threads]) {}
+  const TimeLoopSplit& plan(int nchunks, int rows, int H, int G, bool splittable) {
+#pragma omp single
+    {
+      split_ = time_loop_split(nchunks, rows, H, G, omp_get_num_threads(), splittable);
+      for (int k = 0; k < split_.teams; ++k) meet_[k].init(split_.team);
+    }
+    return split_;
+  }
+  // run_chunk(j, u0, u1, member, barrier) for every chunk j: by one thread (chunks go to
+  // whichever thread is free), or by each member of a team for its units.
+  template <class F>
+  void run(int nchunks, F&& run_chunk) {
+    if (split_.team == 1) {
+#pragma omp for schedule(dynamic, 1)
+      for (int j = 0; j < nchunks; ++j) run_chunk(j, 0, split_.H, 0, meet_[0]);
+      return;
+    }
+    const int k = omp_get_thread_num() / split_.team, m = omp_get_thread_num() % split_.team;
+    for (int j = k; k < split_.teams && j < nchunks; j += split_.teams) {
+      run_chunk(j, split_.unit_lo(m), split_.unit_lo(m + 1), m, meet_[k]);
+    }
+#pragma omp barrier
+  }
+
+ private:
+  TimeLoopSplit split_;
+  std::unique_ptr<TeamBarrier[]> meet_;
+};
 
 // ---------------------------------------------------------------------------------------
 // Forward through time
@@ -41,11 +137,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
                  float* c_last, bool training) {
   constexpr int G = Cell::kGates;
   const int GH = Cell::kGates * H, W = Cell::kKept * H;
-  // Training with token input: chunks 1.. keep their own (U,G*H) table gradient, so bound
-  // their number to keep that memory within the activations' (B*T rows of G*H).
-  int nchunks = batch_chunks(B);
-  if (training && token_input) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
-  nchunks = std::max(1, std::min(nchunks, B));
+  const int nchunks = time_loop_chunks(B, T, U, token_input, training);
   const int nslots = B + nchunks;
   const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
 
@@ -124,12 +216,12 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   }
 
   // Gate by gate (each gate's (H,H) block of recurrent packed apart) when a gate's product
-  // reads its own rows: recurrent dropout's masks, reset_after=False's r * h_{t-1}.
+  // reads its own rows (recurrent dropout's masks, reset_after=False's r * h_{t-1}), or when a
+  // team shares the steps (a member's columns of each gate are then whole panels).
   const bool gated = rec_dropout || Cell::kResetBefore;
-  grow(ws.rec_packed, gated ? G * panel_floats(H, H) : panel_floats(H, GH));
+  grow(ws.rec_packed, G * panel_floats(H, H));  // >= panel_floats(H, GH), the whole packing
   if (Cell::kSeparateProduct) grow(ws.product, size_t(nchunks) * ws.max_chunk * GH);
   if (gated) grow(ws.rd_rows, size_t(nchunks) * ws.max_chunk * H);
-  const PanelB rec = packed_b(ws.rec_packed.data(), H);
   float* work = ws.work.data();
   float* states = ws.states.data();
   // h_{t-1}: block t % 2 of hs (cell-state cells), else the kept state of step t-1.
@@ -143,33 +235,39 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   std::fill_n(states, SH, 0.f);
   if (Cell::kCellState) std::fill_n(ws.hs.data(), SH, 0.f);
 
-#pragma omp parallel num_threads(team_threads())
+  const int nth = team_threads();
+  Teams teams(nth);
+#pragma omp parallel num_threads(nth)
   {
-  if (!gated) {
+  const TimeLoopSplit& split = teams.plan(nchunks, ws.max_chunk, H, G, !gated);
+  const bool by_gate = gated || split.team > 1;
+  if (!by_gate) {
     pack_panels(recurrent, H, GH, false, ws.rec_packed.data());  // by the whole team
   } else {
     for (int g = 0; g < G; ++g) {
       pack_panels(recurrent + g * H, H, H, false, ws.rec_packed.data() + g * panel_floats(H, H), GH);
     }
   }
-  // A thread owns a chunk for all time steps: no barrier per step. Chunks go to whichever
-  // thread is free (a chunk's results do not depend on which thread computes it).
-#pragma omp for schedule(dynamic, 1)
-  for (int j = 0; j < nchunks; ++j) {
+  // Chunk j's steps, units [u0, u1) of them (all: u0 = 0, u1 = H), meeting its team's other
+  // members at `team` once per step, when h_{t-1} is whole.
+  auto run_chunk = [&](int j, int u0, int u1, int /*member*/, TeamBarrier& team) {
+    const int nu = u1 - u0;
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     float* product = Cell::kSeparateProduct ? ws.product.data() + size_t(j) * ws.max_chunk * GH : nullptr;
     float* hd = gated ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
-    // h_{t-1} @ recurrent for slots [r0, r0+n) into c (row stride ldc) (+)=; gated, gate by
-    // gate: (h_{t-1} [* r for reset_after=False's h gate, after forward_reset has made r]
+    const float* rbias = recurrent_bias ? recurrent_bias + u0 : nullptr;
+    // h_{t-1} @ recurrent for slots [r0, r0+n) into c (row stride ldc) (+)=, columns of units
+    // [u0, u1) of each gate; gated (one member: all units), gate by gate:
+    // (h_{t-1} [* r for reset_after=False's h gate, after forward_reset has made r]
     // [* rec_keep[b,g]]) @ recurrent[:, gH:(g+1)H]. z: the slots' work rows (W apart).
     auto recurrent_product = [&](const float* hprev, int r0, int n, float* c, int ldc, bool acc, float* z) {
-      if (!gated) return gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, rec, GH, c, acc, ldc);
+      if (!by_gate) return gemm_packed(hprev + size_t(r0) * H, H, 1, n, H, packed_b(ws.rec_packed.data(), H), GH, c, acc, ldc);
       for (int g = 0; g < G; ++g) {
         const bool reset = Cell::kResetBefore && g == G - 1;
         for (int s = r0; s < r0 + n && reset; ++s) {
           if constexpr (Cell::kResetBefore) {
             Cell::forward_reset(z + size_t(s - r0) * W, c + size_t(s - r0) * ldc, hprev + size_t(s) * H,
-                                hd + size_t(s - r0) * H, H);
+                                hd + size_t(s - r0) * H, H, H);
           }
         }
         const float* a = reset ? hd : hprev + size_t(r0) * H;  // (n,H) the gate's rows
@@ -177,9 +275,15 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
           const float* keep = ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H;
           VecMap(hd + size_t(s - r0) * H, H) = ConstVecMap(a + size_t(s - r0) * H, H) * ConstVecMap(keep, H);
         }
-        gemm_packed(rec_dropout ? hd : a, H, 1, n, H, packed_b(ws.rec_packed.data() + g * panel_floats(H, H), H), H,
-                    c + g * H, acc, ldc);
+        // the panels of units [u0, u1): u0 is a multiple of 16
+        const PanelB rec_g = packed_b(ws.rec_packed.data() + g * panel_floats(H, H) + size_t(u0) * H, H);
+        gemm_packed(rec_dropout ? hd : a, H, 1, n, H, rec_g, nu, c + g * H + u0, acc, ldc);
       }
+    };
+    // Copies units [u0, u1) of each of `blocks` blocks (H apart) of a row.
+    auto copy_units = [&](float* dst, const float* src, int blocks) {
+      if (nu == H) return (void)std::memcpy(dst, src, size_t(blocks) * H * sizeof(float));
+      for (int k = 0; k < blocks; ++k) std::memcpy(dst + k * H + u0, src + k * H + u0, nu * sizeof(float));
     };
     int active = traj + 1;  // row slots [traj+1, active) are past their leading padding
     for (int t = 0; t < T; ++t) {
@@ -194,20 +298,21 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
       for (int s = first_new; t > 0 && s < active; ++s) {
         for (float* st : {hprev, Cell::kCellState ? sprev : nullptr}) {
           if (!st) continue;
-          if (masked) std::fill_n(st + size_t(s) * H, H, 0.f);
-          else std::memcpy(st + size_t(s) * H, st + size_t(traj) * H, H * sizeof(float));
+          if (masked) std::fill_n(st + size_t(s) * H + u0, nu, 0.f);
+          else copy_units(st + size_t(s) * H, st + size_t(traj) * H, 1);
         }
       }
+      team.wait();  // every member's units of h_{t-1} are in place
       const int w0 = t < S ? traj : traj + 1;  // the trajectory runs while rows wait for it
       float* zt = work + size_t(work_block(t)) * SW;  // (nslots,W) this step's work rows
       // Slots [w0, active) in runs of real steps (without a mask: one run); a masked step
       // keeps the state (and, for backward's recomputed h, the work row that made it).
       for (int r0 = w0, r1; r0 < active; r0 = r1) {
         if (!real(r0, t)) {
-          std::memcpy(hnext + size_t(r0) * H, hprev + size_t(r0) * H, H * sizeof(float));
+          copy_units(hnext + size_t(r0) * H, hprev + size_t(r0) * H, 1);
           if (Cell::kCellState) {
-            std::memcpy(snext + size_t(r0) * H, sprev + size_t(r0) * H, H * sizeof(float));
-            if (training) std::memcpy(zt + size_t(r0) * W, zt - SW + size_t(r0) * W, W * sizeof(float));
+            copy_units(snext + size_t(r0) * H, sprev + size_t(r0) * H, 1);
+            if (training) copy_units(zt + size_t(r0) * W, zt - SW + size_t(r0) * W, Cell::kKept);
           }
           r1 = r0 + 1;
           continue;
@@ -215,20 +320,20 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
         for (r1 = r0 + 1; r1 < active && real(r1, t);) ++r1;
         const int n = r1 - r0;
         float* z = zt + size_t(r0) * W;  // (n,W)
-        for (int s = r0; s < r1; ++s) {
-          std::memcpy(z + size_t(s - r0) * W, input(s, t), GH * sizeof(float));
-        }
+        for (int s = r0; s < r1; ++s) copy_units(z + size_t(s - r0) * W, input(s, t), G);
         // h_{t-1} @ recurrent (h_{-1} = 0): into the work rows, or apart (n,G*H)
         if (!Cell::kSeparateProduct) {
           if (t > 0) recurrent_product(hprev, r0, n, z, W, true, z);
         } else if (t > 0) {
           recurrent_product(hprev, r0, n, product, GH, false, z);
         } else {
-          std::fill_n(product, size_t(n) * GH, 0.f);
+          for (int s = r0; s < r1; ++s) {
+            for (int g = 0; g < G; ++g) std::fill_n(product + size_t(s - r0) * GH + g * H + u0, nu, 0.f);
+          }
           for (int s = r0; s < r1; ++s) {  // z and r from the zero state (r * h_{-1} = 0)
             if constexpr (Cell::kResetBefore) {
               Cell::forward_reset(z + size_t(s - r0) * W, product + size_t(s - r0) * GH, hprev + size_t(s) * H,
-                                  hd + size_t(s - r0) * H, H);
+                                  hd + size_t(s - r0) * H, H, H);
             }
           }
         }
@@ -237,24 +342,26 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
           // fresh work row, far beyond the caches) while step t computes.
           if (t + 1 < T) {
             const float* src = input(s, t + 1);
-            for (int c = 0; c < GH; c += 16) __builtin_prefetch(src + c);
-            if (training) {
-              float* dst = work + size_t(t + 1) * SW + size_t(s) * W;
-              for (int c = 0; c < W; c += 16) __builtin_prefetch(dst + c, 1);
+            for (int g = 0; g < G; ++g) {
+              for (int c = u0; c < u1; c += 16) __builtin_prefetch(src + g * H + c);
+            }
+            float* dst = work + size_t(t + 1) * SW + size_t(s) * W;
+            for (int k = 0; training && k < Cell::kKept; ++k) {
+              for (int c = u0; c < u1; c += 16) __builtin_prefetch(dst + k * H + c, 1);
             }
           }
-          Cell::forward(z + size_t(s - r0) * W,
-                        Cell::kSeparateProduct ? product + size_t(s - r0) * GH : nullptr,
-                        recurrent_bias, sprev + size_t(s) * H, snext + size_t(s) * H,
-                        hnext + size_t(s) * H, H);
+          Cell::forward(z + size_t(s - r0) * W + u0,
+                        Cell::kSeparateProduct ? product + size_t(s - r0) * GH + u0 : nullptr,
+                        rbias, sprev + size_t(s) * H + u0, snext + size_t(s) * H + u0,
+                        hnext + size_t(s) * H + u0, nu, H);
         }
       }
       // Outputs; a position before a row's start takes the trajectory's state (with a mask:
       // zero, the state it keeps).
       for (int s = traj + 1; h_seq && s < hi; ++s) {
         float* out = h_seq + (size_t(ws.row_of_slot[s]) * T + t) * H;
-        if (s >= active && masked) std::fill_n(out, H, 0.f);
-        else std::memcpy(out, hnext + size_t(s < active ? s : traj) * H, H * sizeof(float));
+        if (s >= active && masked) std::fill_n(out + u0, nu, 0.f);
+        else copy_units(out, hnext + size_t(s < active ? s : traj) * H, 1);
       }
     }
     // Final states; an all-padding row's are the trajectory's (with a mask: zero).
@@ -265,11 +372,14 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
       const bool zero = masked && ws.start[s] == T;
       for (auto [out, from] : {std::pair{h_last, hT}, std::pair{c_last, cT}}) {
         if (!out) continue;
-        if (zero) std::fill_n(out + dst, H, 0.f);
-        else std::memcpy(out + dst, from + src, H * sizeof(float));
+        if (zero) std::fill_n(out + dst + u0, nu, 0.f);
+        else copy_units(out + dst, from + src, 1);
       }
     }
-  }
+  };
+  // A thread (or team) owns a chunk for all time steps; a chunk's results do not depend on
+  // which thread computes them.
+  teams.run(nchunks, run_chunk);
   }
   ws.has_forward = training;
 }
@@ -288,7 +398,6 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   const int nslots = ws.nslots;
   const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
-  const int nth = team_threads();
   const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
   const bool rd = ws.rec_dropout;
   const bool gated = rd || Cell::kResetBefore;  // as in forward: gate by gate
@@ -311,7 +420,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   if (drecurrent_bias) grow(ws.drb_chunk, size_t(nchunks) * GH);
   if (private_dtable) grow(ws.dtable_chunk, size_t(nchunks - 1) * U * GH);
   grow(ws.dh, SH);
-  if (Cell::kCellState) grow(ws.dc, SH), grow(ws.aux, SH), grow(ws.aux_step, nslots);
+  if (Cell::kCellState) grow(ws.dc, SH), grow(ws.aux, SH);
   const float* work = ws.work.data();
   const float* states = ws.states.data();
   float* dH = ws.dh.data();
@@ -331,8 +440,12 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     }
   }
 
+  if (Cell::kCellState) grow(ws.aux_step, size_t(nslots) * std::max(1, panel_count(H)));  // per member
+  const int nth = team_threads();
+  Teams teams(nth);
 #pragma omp parallel num_threads(nth)
   {
+  const TimeLoopSplit& split = teams.plan(nchunks, ws.max_chunk, H, G, !gated);
   if (!gated) {
     pack_panels(recurrent, GH, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
   } else {  // each gate's block recurrent[:, gH:(g+1)H]^T (H,H)
@@ -340,8 +453,10 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       pack_panels(recurrent + g * H, H, H, true, ws.rect_packed.data() + g * panel_floats(H, H), GH);
     }
   }
-#pragma omp for schedule(dynamic, 1)
-  for (int j = 0; j < nchunks; ++j) {
+  // Chunk j's steps, units [u0, u1) of them (all: u0 = 0, u1 = H) by member `member` of
+  // its team, which meets at `team` once per step (dz rows whole) and after each group.
+  auto run_chunk = [&](int j, int u0, int u1, int member, TeamBarrier& team) {
+    const int nu = u1 - u0;
     const int traj = ws.chunk_lo[j], hi = ws.chunk_lo[j + 1], S = ws.traj_end[j];
     // data() + offset, not &v[offset]: with B = 0 the group buffers are empty
     float* drec = ws.drec_chunk.data() + size_t(j) * H * GH;
@@ -352,47 +467,61 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     float* hg = ws.h_group.data() + size_t(j) * cap * HG;
     float* hd = gated ? ws.rd_rows.data() + size_t(j) * ws.max_chunk * H : nullptr;
     auto rect_g = [&](int g) { return packed_b(ws.rect_packed.data() + g * panel_floats(H, H), H); };
+    // recurrent^T's panels of output units [u0, u1) (u0 is a multiple of 16)
+    const PanelB rect_units{rect.b + size_t(u0 / kPanel) * rect.panel_stride, rect.panel_stride, rect.row_stride};
     auto keep_of = [&](int s, int g) { return ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H; };
     int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
     // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
     // input: every position is its own row, so chunks share dtable (each zeroes its rows).
     float* dtab = private_dtable && j > 0 ? ws.dtable_chunk.data() + size_t(j - 1) * U * GH : dtable;
-    if (ws.token_input) {
-      if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * GH, 0.f);
-    } else {
-      for (int s = traj + 1; s < hi; ++s) {
-        std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * GH, size_t(T) * GH, 0.f);
+    if (member == 0) {
+      if (ws.token_input) {
+        if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * GH, 0.f);
+      } else {
+        for (int s = traj + 1; s < hi; ++s) {
+          std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * GH, size_t(T) * GH, 0.f);
+        }
       }
+      std::fill_n(drec, size_t(H) * GH, 0.f);
+      if (drb) std::fill_n(drb, GH, 0.f);
     }
-    std::fill_n(drec, size_t(H) * GH, 0.f);
-    if (drb) std::fill_n(drb, GH, 0.f);
+    team.wait();
     int kk = 0;  // rows in the current group
     // Over the group's rows: drecurrent += h_{t-1}^T @ dz_rec_t, drecurrent_bias += dz_rec_t,
-    // dtable[row] += dz_in_t
+    // dtable[row] += dz_in_t; a member's columns: units [u0, u1) of each gate.
     auto flush = [&] {
-      if (!gated) {
+      if (!gated && nu == H) {
         gemm_packed(hg, 1, H, H, kk, rowmajor_b(dzg, ldz), GH, drec, true);
       } else {  // gate g: (gate g's rows of h_{t-1})^T @ dz_rec_g
+        const int hstride = gated ? H : 0;  // gated: a copy of h_{t-1} per gate
         for (int g = 0; g < G; ++g) {
-          gemm_packed(hg + g * H, 1, HG, H, kk, rowmajor_b(dzg + g * H, ldz), H, drec + g * H, true, GH);
+          gemm_packed(hg + g * hstride, 1, HG, H, kk, rowmajor_b(dzg + g * H + u0, ldz), nu, drec + g * H + u0,
+                      true, GH);
         }
       }
       for (int r = 0; r < kk; ++r) {
         const float* din = (Cell::kSeparateProduct ? dzin : dzg) + size_t(r) * ldin;
-        VecMap(dtab + size_t(rowg[r]) * GH, GH) += ConstVecMap(din, GH);
-        if (drb) VecMap(drb, GH) += ConstVecMap(dzg + size_t(r) * ldz, GH);
+        const int blocks = nu == H ? 1 : G, width = nu == H ? GH : nu;  // whole rows, or G blocks
+        for (int g = 0; g < blocks; ++g) {
+          const int c = g * H + u0;
+          VecMap(dtab + size_t(rowg[r]) * GH + c, width) += ConstVecMap(din + c, width);
+          if (drb) VecMap(drb + c, width) += ConstVecMap(dzg + size_t(r) * ldz + c, width);
+        }
       }
       kk = 0;
+      team.wait();  // the group's rows are free again
     };
-    // Cell::aux (A(c_t)) of slot s, computed at step t+1 (for h_t) and used again at step t.
+    // Cell::aux (A(c_t)) of slot s, units [u0, u1), computed at step t+1 (for h_t) and used
+    // again at step t.
     float* aux = Cell::kCellState ? ws.aux.data() : nullptr;
-    int* aux_step = Cell::kCellState ? ws.aux_step.data() + traj : nullptr;  // which step's aux each slot holds
+    // which step's aux each slot holds (the member's own record)
+    int* aux_step = Cell::kCellState ? ws.aux_step.data() + size_t(member) * nslots + traj : nullptr;
     if (aux_step) std::fill_n(aux_step, hi - traj, -1);
     auto aux_of = [&](int s, int t) -> const float* {  // aux of step t, slot s
       if constexpr (Cell::kCellState) {
-        float* a = aux + size_t(s) * H;
+        float* a = aux + size_t(s) * H + u0;
         if (aux_step[s - traj] != t) {
-          Cell::aux(states + size_t(t + 1) * SH + size_t(s) * H, a, H);
+          Cell::aux(states + size_t(t + 1) * SH + size_t(s) * H + u0, a, nu, H);
           aux_step[s - traj] = t;
         }
         return a;
@@ -408,14 +537,16 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
       if (dh_seq) {
         for (int s = traj + 1; s < hi; ++s) {  // a padding position's output is the trajectory's (masked: zero)
           const int b = ws.row_of_slot[s];
-          float* dst = dH + size_t(s < active ? s : traj) * H;
-          VecMap(dst, H) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H, H);
+          float* dst = dH + size_t(s < active ? s : traj) * H + u0;
+          VecMap(dst, nu) += ConstVecMap(dh_seq + (size_t(b) * T + t) * H + u0, nu);
         }
       }
       if (n == 0) continue;
       if (kk + n > cap) flush();
       // Slots [w0, active) in runs of real steps, as forward took them; a masked step kept
-      // the state, so its gradients pass on unchanged.
+      // the state, so its gradients pass on unchanged. First the cells (into the group's dz
+      // rows from row kk0), then, once every member's units are in, dL/dh_{t-1}.
+      const int kk0 = kk;
       for (int r0 = w0, r1; r0 < active; r0 = r1) {
         if (!is_real(ws, r0, t)) {
           r1 = r0 + 1;
@@ -428,29 +559,31 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
           // reads of this row (work row, state of step t-2) while step t computes.
           if (t > 0) {
             const float* g = work + size_t(t - 1) * SW + size_t(s) * W;
-            for (int c = 0; c < W; c += 16) __builtin_prefetch(g + c);
+            for (int k = 0; k < Cell::kKept; ++k) {
+              for (int c = u0; c < u1; c += 16) __builtin_prefetch(g + k * H + c);
+            }
             const float* cp = states + size_t(t - 1) * SH + size_t(s) * H;
-            for (int c = 0; c < H; c += 16) __builtin_prefetch(cp + c);
+            for (int c = u0; c < u1; c += 16) __builtin_prefetch(cp + c);
           }
           const int r = kk + s - r0;  // the slot's row in the group
           float* dz_rec = dz + size_t(s - r0) * ldz;
-          Cell::backward(work + size_t(t) * SW + size_t(s) * W, states + size_t(t) * SH + size_t(s) * H,
-                         aux_of(s, t), dH + size_t(s) * H, dC ? dC + size_t(s) * H : nullptr,
-                         Cell::kSeparateProduct ? dzin + size_t(r) * ldin : dz_rec, dz_rec, H);
-          rowg[r] = int32_t(table_row(ws, s, t));
+          Cell::backward(work + size_t(t) * SW + size_t(s) * W + u0, states + size_t(t) * SH + size_t(s) * H + u0,
+                         aux_of(s, t), dH + size_t(s) * H + u0, dC ? dC + size_t(s) * H + u0 : nullptr,
+                         (Cell::kSeparateProduct ? dzin + size_t(r) * ldin : dz_rec) + u0, dz_rec + u0, nu, H);
+          if (member == 0) rowg[r] = int32_t(table_row(ws, s, t));
           // h_{t-1}; a row starting now took the trajectory's (with a mask: zero)
           float* h = hg + size_t(r) * HG;
           const bool starts = s > traj && ws.start[s] == t;
           if (t == 0 || (starts && ws.masked)) {
-            std::fill_n(h, H, 0.f);
+            std::fill_n(h + u0, nu, 0.f);
           } else if constexpr (Cell::kCellState) {  // recomputed: o_{t-1} * tanh(c_{t-1})
             const int src = starts ? traj : s;
-            Cell::hidden(work + size_t(t - 1) * SW + size_t(src) * W, aux_of(src, t - 1), h, H);
+            Cell::hidden(work + size_t(t - 1) * SW + size_t(src) * W + u0, aux_of(src, t - 1), h + u0, nu, H);
           } else {  // kept (forward copied the trajectory's into a starting row's slot)
-            std::memcpy(h, states + size_t(t) * SH + size_t(s) * H, H * sizeof(float));
+            std::memcpy(h + u0, states + size_t(t) * SH + size_t(s) * H + u0, nu * sizeof(float));
           }
-          // gated: gate g's copy, the rows its product read ([* r] [* rec_keep]); gate 0's
-          // last, in place
+          // gated (one member: all units): gate g's copy, the rows its product read ([* r]
+          // [* rec_keep]); gate 0's last, in place
           for (int g = G - 1; gated && g >= 0; --g) {
             VecMap hgt(h + g * H, H);
             if (g > 0) hgt = ConstVecMap(h, H);
@@ -468,14 +601,27 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
             float* d_rh = hd + size_t(s - r0) * H;
             if (rd) VecMap(d_rh, H) *= ConstVecMap(keep_of(s, G - 1), H);
             Cell::backward_reset(work + size_t(t) * SW + size_t(s) * W, states + size_t(t) * SH + size_t(s) * H,
-                                 d_rh, dH + size_t(s) * H, dzin + size_t(r) * ldin, dz + size_t(s - r0) * ldz, H);
+                                 d_rh, dH + size_t(s) * H, dzin + size_t(r) * ldin, dz + size_t(s - r0) * ldz, H, H);
           }
         }
         kk += r1 - r0;
-        // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent);
-        // recurrent dropout: (+)= sum_g (dz_rec_g @ recurrent_g^T) * rec_keep[b,g]
-        if (t > 0 && !gated) gemm_packed(dz, ldz, 1, r1 - r0, GH, rect, H, dH + size_t(r0) * H, Cell::kDirectDh);
-        for (int g = 0; t > 0 && gated && g < (Cell::kResetBefore ? G - 1 : G); ++g) {
+      }
+      team.wait();  // every member's units of the group's new rows are in
+      if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
+      // dL/dh_{t-1} (+)= dz_rec_t @ recurrent^T       (from ... + h_{t-1} @ recurrent);
+      // recurrent dropout: (+)= sum_g (dz_rec_g @ recurrent_g^T) * rec_keep[b,g]
+      for (int r0 = w0, r1, k0 = kk0; r0 < active; r0 = r1) {
+        if (!is_real(ws, r0, t)) {
+          r1 = r0 + 1;
+          continue;
+        }
+        for (r1 = r0 + 1; r1 < active && is_real(ws, r1, t);) ++r1;
+        const float* dz = dzg + size_t(k0) * ldz;
+        k0 += r1 - r0;
+        if (!gated) {
+          gemm_packed(dz, ldz, 1, r1 - r0, GH, rect_units, nu, dH + size_t(r0) * H + u0, Cell::kDirectDh, H);
+        }
+        for (int g = 0; gated && g < (Cell::kResetBefore ? G - 1 : G); ++g) {
           if (!rd) {  // (reset_after=False's z and r gates)
             gemm_packed(dz + g * H, ldz, 1, r1 - r0, H, rect_g(g), H, dH + size_t(r0) * H, Cell::kDirectDh || g > 0);
             continue;
@@ -488,17 +634,17 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
           }
         }
       }
-      if (t == 0) break;  // h_{-1} is the zero state: no gradient to pass on
       // Rows that started at t took the trajectory's state h_{t-1} (c_{t-1}): add their
       // gradients to the trajectory's (its own, if it ran at t, came from the product above).
       // With a mask they started from the zero state, a constant.
       for (int s = active - 1; !ws.masked && s > traj && ws.start[s] == t; --s) {
-        VecMap(dH + size_t(traj) * H, H) += ConstVecMap(dH + size_t(s) * H, H);
-        if (dC) VecMap(dC + size_t(traj) * H, H) += ConstVecMap(dC + size_t(s) * H, H);
+        VecMap(dH + size_t(traj) * H + u0, nu) += ConstVecMap(dH + size_t(s) * H + u0, nu);
+        if (dC) VecMap(dC + size_t(traj) * H + u0, nu) += ConstVecMap(dC + size_t(s) * H + u0, nu);
       }
     }
     if (kk > 0) flush();
-  }
+  };
+  teams.run(nchunks, run_chunk);
 
   // drecurrent and dtable: the chunks' partial sums, added in chunk order, by row blocks.
   constexpr int kBlocks = 16;

@@ -1,6 +1,6 @@
 // The time-loop engine, one for every cell (cells.h: the cell is a template parameter):
-// forward and backward through time over chunks of rows owned by threads for all steps,
-// with the leading-padding skip. G = Cell::kGates.
+// forward and backward through time over chunks of rows owned by threads (or teams of
+// threads, TimeLoopSplit) for all steps, with the leading-padding skip. G = Cell::kGates.
 //
 // The input projection x @ kernel + bias is done outside the time loop (affine),
 // so the recurrence reads each step's projected input as a row of a "table" (U,G*H):
@@ -25,10 +25,10 @@ namespace fastlstm {
 
 // Everything the forward pass keeps for backward, reused between calls (grown, never
 // shrunk). Time-major: block t holds all slots of step t. The batch is split into chunks (a
-// thread's unit of work); each chunk is a contiguous slot range: first its own copy of the
+// thread's or a team's unit of work); each chunk is a contiguous slot range: first its own copy of the
 // padding trajectory (one row fed pad_row from the zero state, active for the first
 // traj_end steps), then its rows sorted by start step, so the rows active at step t are a
-// contiguous range. With a private trajectory per chunk, threads never wait for each other.
+// contiguous range. With a private trajectory per chunk, chunks never wait for each other.
 // Results never depend on where an array starts (tested): the kernels' packet loops run at
 // fixed offsets, and Eigen's, which peel to alignment, only do elementwise adds and products.
 struct Workspace {
@@ -63,7 +63,8 @@ struct Workspace {
   FloatBuf product;      // separate-product cells: per chunk, rows h_{t-1} @ recurrent (G*H)
   FloatBuf dh, dc;       // (nslots,H) running gradients wrt h and c
   FloatBuf aux;          // (nslots,H) backward: Cell::aux (A(c)) of a step, computed once, used twice
-  std::vector<int> aux_step;  // (nslots) backward: the step whose aux each slot holds
+  std::vector<int> aux_step;  // (team members,nslots) backward: the step whose aux each slot
+                              // holds, a record per member (each computes its units' aux)
   FloatBuf rec_packed;   // recurrent (H,G*H) in column panels, for h @ recurrent (recurrent
                          // dropout: each gate's (H,H) block packed apart)
   FloatBuf rect_packed;  // recurrent^T (G*H,H) in column panels, for dz @ recurrent^T (idem)
@@ -78,6 +79,24 @@ struct Workspace {
   FloatBuf table;        // (B*T,G*H) dense input only: x @ kernel + bias
   FloatBuf dtable;       // (B*T,G*H) dense input only: its gradient
 };
+
+// How the time loops use threads. Chunks of rows are the pieces the results are summed
+// over (fixed by the problem size). A thread owns a chunk for all its steps; when there are
+// more threads than chunks, a team of `team` threads takes each chunk (chunk j: team j % teams)
+// and member m runs units [unit_lo[m], unit_lo[m+1]) of every step: whole 16-column panels of
+// each gate's products and those units' cell math, the team meeting once per step (twice per
+// group of backward steps). Every float is computed by the same operations in the same order
+// whichever thread computes it, so results are bitwise the same for any thread count.
+// A team is only as large as the work per step pays for (a barrier costs microseconds).
+// Teams need gates whose products read only h_{t-1} (not gated: no recurrent dropout, not
+// reset_after=False).
+struct TimeLoopSplit {
+  int team = 1, teams = 1, H = 0;
+  int unit_lo(int m) const;  // m in [0, team]
+};
+int time_loop_chunks(int B, int T, int U, bool token_input, bool training);
+// rows: the largest chunk's; G: gates per unit. A member gets at least kMemberFlops per step.
+TimeLoopSplit time_loop_split(int nchunks, int rows, int H, int G, int threads, bool splittable);
 
 // Forward through time.
 //   table (U,G*H): projected inputs. token_input: ws.ids (B,T) holds rows of table, checked by

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <string>
 
 namespace fastlstm {
 
@@ -27,9 +29,18 @@ static const bool g_atfork_registered = [] {
 
 void set_num_threads(int n) { g_requested = n; }
 
+// FASTLSTM_OVERSUBSCRIBE=1 (read at import) lifts the cap at the CPUs: more threads than
+// cores, slow, but it runs the many-core splits of the time loops on a small machine (tests).
+static const bool g_oversubscribe = [] {
+  const char* v = std::getenv("FASTLSTM_OVERSUBSCRIBE");
+  return v && std::string(v) == "1";
+}();
+
 // n capped at the CPUs of this thread's affinity mask (omp_get_num_procs reads it at every
 // call); 1 in a child forked after threaded use.
-static int capped(int n) { return g_forked ? 1 : std::max(1, std::min(n, omp_get_num_procs())); }
+static int capped(int n) {
+  return g_forked ? 1 : std::max(1, g_oversubscribe ? n : std::min(n, omp_get_num_procs()));
+}
 
 int get_num_threads() {
   const int requested = g_requested;

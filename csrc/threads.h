@@ -3,9 +3,9 @@
 
 namespace fastlstm {
 
-// Threads the kernels use: min(requested, usable CPUs). Requested: set_num_threads(n), else
-// OMP_NUM_THREADS, else the CPUs in this process's affinity mask. 1 in a child forked after
-// the parent ran threads (libgomp's thread pool does not survive fork: a team would hang).
+// Threads the kernels use: min(requested, usable CPUs) (FASTLSTM_OVERSUBSCRIBE=1: requested).
+// Requested: set_num_threads(n), else OMP_NUM_THREADS, else the CPUs in this process's
+// affinity mask. 1 in a child forked after the parent ran threads (libgomp's thread pool does not survive fork: a team would hang).
 // A query only: it starts nothing.
 int get_num_threads();
 void set_num_threads(int n);  // n >= 1 (checked by the caller)

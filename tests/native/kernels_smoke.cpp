@@ -119,9 +119,17 @@ int main() {
     std::mt19937 g(11);
     Vec a = recurrent_case<LstmCell<>>(g, 7, 9, 13), b = recurrent_case<GruCell<>>(g, 5, 6, 17);
     a.insert(a.end(), b.begin(), b.end());
+    // one row of many units: at 2 threads a team of 2 splits each step by units
+    for (const Vec& v : {recurrent_case<LstmCell<>>(g, 1, 5, 300), recurrent_case<GruCell<>>(g, 1, 4, 250)}) {
+      a.insert(a.end(), v.begin(), v.end());
+    }
     runs.push_back(a);
   }
   if (runs[0] != runs[1]) std::printf("FAIL: 1 and 2 threads differ\n"), ++failures;
+  // those one-row cases ran teams (a chunk of 2 slots: the row and its trajectory)
+  if (time_loop_split(1, 2, 300, 4, 2, true).team != 2 || time_loop_split(1, 2, 250, 3, 2, true).team != 2) {
+    std::printf("FAIL: no team of 2 for one row of 250-300 units\n"), ++failures;
+  }
   std::printf("fma peak, 1 thread: %.1f GFLOP/s\n", fma_peak_gflops(1));
   std::printf(failures ? "%d FAILED\n" : "all passed\n", failures);
   return failures ? 1 : 0;
