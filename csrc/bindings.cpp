@@ -384,7 +384,9 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
 
   py::class_<Workspace, std::shared_ptr<Workspace>>(m, "Workspace", py::module_local(),
       "Activations kept by a forward call for its backward; reused between calls.")
-      .def(py::init<>());
+      .def(py::init<>())
+      .def_property_readonly("teams", [](const Workspace& ws) { return py::make_tuple(ws.forward_team.load(), ws.backward_team.load()); },
+                             "Threads per chunk of rows in the last forward and backward (1: one thread per chunk).");
 
   m.def("affine", [](py::handle x_, py::handle kernel_, py::handle bias_) {
     warn_if_forked();

@@ -50,7 +50,7 @@ int TimeLoopSplit::unit_lo(int m) const { return std::min(H, kPanel * (panel_cou
 
 // A team's meeting point, once per step. It spins (a step takes microseconds), yielding the
 // CPU once it has waited long (more threads than free CPUs).
-class TeamBarrier {
+class alignas(64) TeamBarrier {  // a cache line each: the teams' counters never share one
  public:
   void init(int n) { n_ = n; }
   void wait() {
@@ -93,6 +93,7 @@ class Teams {
     }
     return split_;
   }
+  int team() const { return split_.team; }
   // run_chunk(j, u0, u1, member, barrier) for every chunk j: by one thread (chunks go to
   // whichever thread is free), or by each member of a team for its units.
   template <class F>
@@ -381,6 +382,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   // which thread computes them.
   teams.run(nchunks, run_chunk);
   }
+  ws.forward_team = teams.team();
   ws.has_forward = training;
 }
 
@@ -645,6 +647,8 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     if (kk > 0) flush();
   };
   teams.run(nchunks, run_chunk);
+#pragma omp single nowait
+  ws.backward_team = split.team;
 
   // drecurrent and dtable: the chunks' partial sums, added in chunk order, by row blocks.
   constexpr int kBlocks = 16;

@@ -14,6 +14,7 @@
 // last real step; no trajectory runs.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -55,6 +56,8 @@ struct Workspace {
   std::vector<int> chunk_lo;       // (nchunks+1) slot range of each chunk; chunk_lo[j] = its trajectory
   std::vector<int> traj_end;       // (nchunks) steps its trajectory runs: its rows' largest start
   int max_chunk = 0;               // slots in the largest chunk
+  std::atomic<int> forward_team{1};   // threads per chunk in the last forward / backward (1: one
+  std::atomic<int> backward_team{1};  // thread per chunk; more: a team splitting each step's units)
   FloatBuf work;         // (T,nslots,kKept*H) what each step keeps (inference: one block)
   FloatBuf states;       // (T+1,nslots,H) block t = kept state (c, or h) of step t-1; block 0 =
                          // zero state (inference: 2 blocks, t % 2)

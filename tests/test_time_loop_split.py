@@ -67,7 +67,8 @@ def test_oversubscription_switch(tmp_path):
     assert int(out.stdout) == len(os.sched_getaffinity(0))
 
 
-# (name, layers, input kind, B, H): each trains with teams at 3+ threads (checked below)
+# Each case (name: cell and inputs; B, H; thread counts) trains at 1 thread and at each count
+# (teams at 4+ threads, one row's at 2+: checked below on what the layers record)
 CASES = textwrap.dedent("""
     import json, sys, numpy as np, fastlstm
     from fastlstm import Sequential
@@ -105,31 +106,46 @@ CASES = textwrap.dedent("""
         m = Sequential(model(name, H))
         m.compile(loss="categorical_crossentropy", optimizer="adam")
         m.fit(x, y, batch_size=B, epochs=2, verbose=0)
-        return m.get_weights() + [m.predict(x, verbose=0)]
+        rnns = [r for l in m.layers for r in (l, getattr(l, "forward_layer", None), getattr(l, "backward_layer", None))
+                if hasattr(r, "_workspace")]
+        # the largest team each recurrent layer's training steps ran, forward and backward
+        teams = [max(r._workspace.teams[0] for r in rnns), max(r._workspace.teams[1] for r in rnns)]
+        return m.get_weights() + [m.predict(x, verbose=0)], teams
 
     report = {}
-    for name, B, H in json.loads(sys.argv[1]):
-        base = train(name, B, H, 1)
-        report[name + f" B={B} H={H}"] = {
-            n: all(np.array_equal(a, b) for a, b in zip(base, train(name, B, H, n))) for n in (2, 3, 4, 8)}
+    for name, B, H, threads in json.loads(sys.argv[1]):
+        base, _ = train(name, B, H, 1)
+        report[name + f" B={B} H={H}"] = {}
+        for n in threads:
+            got, teams = train(name, B, H, n)
+            report[name + f" B={B} H={H}"][n] = [all(np.array_equal(a, b) for a, b in zip(base, got)), teams]
     print(json.dumps(report))
 """)
+THREADS = (2, 3, 4, 7, 8)  # 7: teams of 3 and an idle thread
 TEAM_CASES = [(f"{c}-{k}", B, H) for c in ("lstm", "gru", "simple_rnn") for k in ("tokens", "mask", "dense")
               for B, H in ((70, 64), (40, 100))]
+# one row: one chunk, a team of every size up to 3 (2 threads: 2, 3 threads: 3)
+ONE_ROW_CASES = [("lstm-tokens", 1, 160), ("gru-mask", 1, 192), ("simple_rnn-dense", 1, 320)]
 SOLO_CASES = [("gru-reset_before", 40, 100), ("lstm-recurrent_dropout", 40, 100)]
 
 
 def test_training_is_bitwise_the_same_with_teams(tmp_path):
-    for name, B, H in TEAM_CASES:  # the cases do run teams (G of the cell; 8 threads)
-        G = {"lstm": 4, "gru": 3, "simple_rnn": 1}[name.split("-")[0]]
-        s = split(8, B=B, T=11, H=H, G=G, U=B * 11, token_input=False)
-        assert s["team"] >= 2 and s["units"][-1][0] % 16 == 0, (name, s)
     env = {**os.environ, "FASTLSTM_OVERSUBSCRIBE": "1"}
-    cases = TEAM_CASES + SOLO_CASES
+    cases = [c + (THREADS,) for c in TEAM_CASES + SOLO_CASES] + [c + ((2, 3),) for c in ONE_ROW_CASES]
     out = subprocess.run([sys.executable, "-c", CASES, json.dumps(cases)], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(report) == len(cases)
-    different = {name: [n for n, same in r.items() if not same] for name, r in report.items()}
+    different = {name: [n for n, (same, _) in r.items() if not same] for name, r in report.items()}
+    # the layers' own record of the teams their steps ran, forward and backward
+    teams = {name: {int(n): tuple(t) for n, (_, t) in r.items()} for name, r in report.items()}
+    for name, B, H in TEAM_CASES:
+        t = teams[f"{name} B={B} H={H}"]
+        # 2 chunks: 1 thread each up to 3 threads, a team of 2 at 4, of 2 or 3 (an idle thread) at 7
+        assert t[2] == t[3] == (1, 1) and t[4] == (2, 2) and t[7][0] == t[7][1] >= 2 and t[8][0] >= 2, (name, t)
+    for name, B, H in ONE_ROW_CASES:
+        assert teams[f"{name} B={B} H={H}"] == {2: (2, 2), 3: (3, 3)}, name
+    for name, B, H in SOLO_CASES:
+        assert set(teams[f"{name} B={B} H={H}"].values()) == {(1, 1)}, name
     assert not any(different.values()), different

@@ -1,7 +1,7 @@
 // The kernels without Python, for a CPU this machine can only emulate (CI cross-compiles
 // this for aarch64 and runs it under qemu-aarch64): the products (affine and its backward)
 // over every tile shape, the LSTM and GRU forward through time against plain float64 loops,
-// and bitwise the same results on 1 and 2 threads. Exit status 0: all passed.
+// and bitwise the same results (forward and backward) on 1 and 2 threads, one row's by a team. Exit status 0: all passed.
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -62,9 +62,11 @@ static void affine_case(std::mt19937& g, int N, int E, int M) {
 }
 
 // LSTM (gates i f c o) or GRU (reset_after: z r h, recurrent bias) through time from the zero
-// state; table (B*T, G*H) holds x_t @ kernel + bias. Returns h_T, and checks it against float64.
+// state; table (B*T, G*H) holds x_t @ kernel + bias. Checks h_T against float64; returns it,
+// then the gradients of a backward pass (for the 1 vs 2 threads comparison); teams: the
+// threads per chunk that forward and backward ran.
 template <class Cell>
-static Vec recurrent_case(std::mt19937& g, int B, int T, int H) {
+static Vec recurrent_case(std::mt19937& g, int B, int T, int H, int (*teams)[2] = nullptr) {
   constexpr int G = Cell::kGates;
   const int GH = G * H;
   Vec table = random_vec(g, size_t(B) * T * GH), R = random_vec(g, size_t(H) * GH, 0.3f), rb = random_vec(g, GH);
@@ -100,7 +102,15 @@ static Vec recurrent_case(std::mt19937& g, int B, int T, int H) {
   }
   const double e = rel_err(h_last, want);
   check(e <= 1e-5, Cell::kName, B, T, H, e);
-  return h_last;
+
+  const Vec dh_last = random_vec(g, size_t(B) * H), dc_last = random_vec(g, size_t(B) * H);
+  Vec dtable(table.size()), drec(R.size()), drb(GH);
+  rnn_backward<Cell>(ws, R.data(), dh_last.data(), nullptr, G == 4 ? dc_last.data() : nullptr, dtable.data(),
+                     drec.data(), G == 3 ? drb.data() : nullptr);
+  if (teams) (*teams)[0] = ws.forward_team, (*teams)[1] = ws.backward_team;
+  Vec out = h_last;
+  for (const Vec* v : {&dtable, &drec, &drb}) out.insert(out.end(), v->begin(), v->end());
+  return out;
 }
 
 int main() {
@@ -120,16 +130,20 @@ int main() {
     Vec a = recurrent_case<LstmCell<>>(g, 7, 9, 13), b = recurrent_case<GruCell<>>(g, 5, 6, 17);
     a.insert(a.end(), b.begin(), b.end());
     // one row of many units: at 2 threads a team of 2 splits each step by units
-    for (const Vec& v : {recurrent_case<LstmCell<>>(g, 1, 5, 300), recurrent_case<GruCell<>>(g, 1, 4, 250)}) {
+    int lstm_teams[2], gru_teams[2];
+    for (const Vec& v : {recurrent_case<LstmCell<>>(g, 1, 5, 300, &lstm_teams),
+                         recurrent_case<GruCell<>>(g, 1, 4, 250, &gru_teams)}) {
       a.insert(a.end(), v.begin(), v.end());
+    }
+    for (int k = 0; k < 2; ++k) {
+      if (lstm_teams[k] != team_threads() || gru_teams[k] != team_threads()) {  // 1 on one CPU
+        std::printf("FAIL: one row of 250-300 units at %d threads ran teams of %d, %d (%s)\n", team_threads(),
+                    lstm_teams[k], gru_teams[k], k ? "backward" : "forward"), ++failures;
+      }
     }
     runs.push_back(a);
   }
-  if (runs[0] != runs[1]) std::printf("FAIL: 1 and 2 threads differ\n"), ++failures;
-  // those one-row cases ran teams (a chunk of 2 slots: the row and its trajectory)
-  if (time_loop_split(1, 2, 300, 4, 2, true).team != 2 || time_loop_split(1, 2, 250, 3, 2, true).team != 2) {
-    std::printf("FAIL: no team of 2 for one row of 250-300 units\n"), ++failures;
-  }
+  if (runs[0] != runs[1]) std::printf("FAIL: 1 and 2 threads differ (forward or backward)\n"), ++failures;
   std::printf("fma peak, 1 thread: %.1f GFLOP/s\n", fma_peak_gflops(1));
   std::printf(failures ? "%d FAILED\n" : "all passed\n", failures);
   return failures ? 1 : 0;
