@@ -1,0 +1,80 @@
+"""1 -> 2 threads on the seed workload: train_on_batch of the Reuters model (Embedding(1000,100)
+-> LSTM(100) -> Dense(46)), 1 and 2 threads alternated on the same batch, split by C++ call.
+
+    python bench/threads.py [--steps 150]      (FASTLSTM_DATA_DIR or the Keras cache: reuters.npz)
+
+Each row: median milliseconds at 1 and at 2 threads, and the median of the per-batch ratios
+(1-thread time / 2-thread time of the same batch: a batch's leading padding sets its work). The
+FMA peak probe's 1 -> 2 ratio, measured in the same run, is what the cores themselves scale by;
+"python and the rest" (the time outside the C++ calls) runs on one thread either way.
+"""
+import argparse
+import collections
+import statistics
+import time
+
+import fastlstm
+from fastlstm import _core
+from fastlstm.datasets import reuters
+from fastlstm.preprocessing import pad_sequences, to_categorical
+from fastlstm.train import reuters_model
+
+CALLS = {"rnn_forward_tokens": "LSTM forward", "rnn_backward_table": "LSTM backward",
+         "affine": "embedding projection + Dense", "affine_backward": "their backward", "adam_update": "Adam"}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=150, help="batches, each at 1 and at 2 threads")
+    args = p.parse_args()
+    (x, y), _ = reuters.load_data(num_words=1000, test_split=0.2)
+    x, y = pad_sequences(x, maxlen=100), to_categorical(y, 46)
+    batches = len(x) // 100
+
+    spent = collections.defaultdict(float)  # seconds per C++ call during one step
+    for name in CALLS:
+        def timed(*a, _f=getattr(_core, name), _name=name, **k):
+            t0 = time.perf_counter()
+            try:
+                return _f(*a, **k)
+            finally:
+                spent[_name] += time.perf_counter() - t0
+        setattr(_core, name, timed)  # the layers call fastlstm._core.<name>
+
+    fastlstm.utils.set_random_seed(1)
+    model = reuters_model()
+    for b in range(5):  # warm up
+        model.train_on_batch(x[b * 100:(b + 1) * 100], y[b * 100:(b + 1) * 100])
+    ms = {1: collections.defaultdict(list), 2: collections.defaultdict(list)}
+    peak = {1: [], 2: []}
+    for step in range(args.steps):
+        b = (step * 7) % batches
+        for threads in (1, 2):
+            fastlstm.set_num_threads(threads)
+            spent.clear()
+            t0 = time.perf_counter()
+            model.train_on_batch(x[b * 100:(b + 1) * 100], y[b * 100:(b + 1) * 100])
+            total = time.perf_counter() - t0
+            for name, label in CALLS.items():
+                ms[threads][label].append(spent[name] * 1e3)
+            ms[threads]["LSTM forward + backward"].append((spent["rnn_forward_tokens"] + spent["rnn_backward_table"]) * 1e3)
+            ms[threads]["python and the rest"].append((total - sum(spent.values())) * 1e3)
+            ms[threads]["training step"].append(total * 1e3)
+            if step % 10 == 0:
+                peak[threads].append(_core.fma_peak_gflops(threads))
+    fastlstm.set_num_threads(2)
+
+    info = fastlstm.cpu_info()
+    print(f"ISA level {info['active']}, {args.steps} batches of 100 rows, each at 1 and 2 threads")
+    print("| part | 1 thread ms | 2 threads ms | 1 -> 2 (median of per-batch ratios) |")
+    print("| --- | --- | --- | --- |")
+    for label in ms[1]:
+        one, two = ms[1][label], ms[2][label]
+        ratio = statistics.median(a / b for a, b in zip(one, two) if b > 0)
+        print(f"| {label} | {statistics.median(one):.2f} | {statistics.median(two):.2f} | x{ratio:.2f} |")
+    p1, p2 = statistics.median(peak[1]), statistics.median(peak[2])
+    print(f"FMA peak probe: 1 thread {p1:.0f}, 2 threads {p2:.0f} GFLOP/s (x{p2 / p1:.2f})")
+
+
+if __name__ == "__main__":
+    main()
