@@ -53,6 +53,8 @@ def main():
     ms = {1: collections.defaultdict(list), 2: collections.defaultdict(list)}
     peak = {1: [], 2: []}
     block = max(1, args.block)
+    if args.steps < (2 if block > 1 else 1):
+        p.error("--steps must leave a counted step (a block's first is not counted)")
 
     def run(threads, steps):  # one block at `threads`
         fastlstm.set_num_threads(threads)
@@ -70,8 +72,7 @@ def main():
             ms[threads]["LSTM forward + backward"].append(lstm * 1e3)
             ms[threads]["python and the rest"].append((total - sum(spent.values())) * 1e3)
             ms[threads]["training step"].append(total * 1e3)
-        if steps[0] % (10 * block) == 0:
-            peak[threads].append(_core.fma_peak_gflops(threads))
+        peak[threads].append(_core.fma_peak_gflops(threads))
 
     for first in range(0, args.steps, block):
         steps = range(first, min(first + block, args.steps))
@@ -80,7 +81,8 @@ def main():
     fastlstm.set_num_threads(2)
 
     info = fastlstm.cpu_info()
-    print(f"ISA level {info['active']}, {args.steps} batches of 100 rows, each at 1 and 2 threads")
+    print(f"ISA level {info['active']}, {len(ms[1]['training step'])} counted batches of 100 rows, each at 1 and "
+          f"2 threads, in blocks of {block}")
     print("| part | 1 thread ms | 2 threads ms | 1 -> 2 (median of per-batch ratios) |")
     print("| --- | --- | --- | --- |")
     for label in ms[1]:

@@ -108,9 +108,10 @@ CASES = textwrap.dedent("""
         m.fit(x, y, batch_size=B, epochs=2, verbose=0)
         rnns = [r for l in m.layers for r in (l, getattr(l, "forward_layer", None), getattr(l, "backward_layer", None))
                 if hasattr(r, "_workspace")]
-        # the largest team each recurrent layer's training steps ran, forward and backward
-        teams = [max(r._workspace.teams[0] for r in rnns), max(r._workspace.teams[1] for r in rnns)]
-        return m.get_weights() + [m.predict(x, verbose=0)], teams
+        # the team each recurrent layer's training steps ran, forward and backward: the same for
+        # every layer (all have B rows and H units), or None
+        teams = {tuple(r._workspace.teams) for r in rnns}
+        return m.get_weights() + [m.predict(x, verbose=0)], teams.pop() if len(teams) == 1 else None
 
     report = {}
     for name, B, H, threads in json.loads(sys.argv[1]):
@@ -139,11 +140,12 @@ def test_training_is_bitwise_the_same_with_teams(tmp_path):
     assert len(report) == len(cases)
     different = {name: [n for n, (same, _) in r.items() if not same] for name, r in report.items()}
     # the layers' own record of the teams their steps ran, forward and backward
-    teams = {name: {int(n): tuple(t) for n, (_, t) in r.items()} for name, r in report.items()}
+    teams = {name: {int(n): tuple(t) if t else None for n, (_, t) in r.items()} for name, r in report.items()}
     for name, B, H in TEAM_CASES:
         t = teams[f"{name} B={B} H={H}"]
         # 2 chunks: 1 thread each up to 3 threads, a team of 2 at 4, of 2 or 3 (an idle thread) at 7
-        assert t[2] == t[3] == (1, 1) and t[4] == (2, 2) and t[7][0] == t[7][1] >= 2 and t[8][0] >= 2, (name, t)
+        assert t[2] == t[3] == (1, 1) and t[4] == (2, 2) and t[7][0] == t[7][1] >= 2, (name, t)
+        assert t[8][0] == t[8][1] >= 2, (name, t)
         if H == 100 and not name.startswith("simple_rnn"):  # 7 blocks of 16 units, enough work for 7
             assert t[16] == (7, 7), (name, t)
     for name, B, H in ONE_ROW_CASES:
