@@ -105,13 +105,13 @@ static inline void store_cols(float* p, vec x, int m) {
 }
 
 // A tile of C: Rows x (V * kVec) columns, V <= kTileVecs, spanning up to kTilePanels
-// panels: 2 zmm per row on AVX-512 (two panels), 2 ymm (one panel) on AVX2, 4 xmm (one
-// panel) on SSE2/NEON. Accumulators: Rows * V registers, plus V for the panel row and one
-// broadcast, within each ISA's register file (16 on AVX2 and SSE2, 32 on AVX-512 and NEON).
-constexpr int kTilePanels = kVec == 16 ? 2 : 1;
+// panels: up to 4 zmm per row on AVX-512 (four panels), 2 ymm (one panel) on AVX2, 4 xmm
+// (one panel) on SSE2/NEON. Accumulators: Rows * V registers, plus V for the panel row and
+// one broadcast, within each ISA's register file (16 on AVX2 and SSE2, 32 on AVX-512 and NEON).
+constexpr int kTilePanels = kVec == 16 ? 4 : 1;
 constexpr int kTileVecs = kTilePanels * kPanel / kVec;
 #if defined(__AVX__) || defined(__ARM_NEON)
-constexpr int kTileRows = 6;  // 12 accumulators (AVX-512, AVX2), 24 (NEON)
+constexpr int kTileRows = 6;  // up to 24 accumulators (AVX-512, NEON), 12 (AVX2)
 #else
 constexpr int kTileRows = 2;  // SSE2: 8 accumulators + 4 panel vectors + broadcast + product
 #endif
@@ -188,9 +188,13 @@ void gemm_packed(const float* a, size_t ars, size_t aks, int n, int K, PanelB B,
     const int kb = std::min(kblock, K - k0);
     const bool acc = accumulate || k0 > 0;
     const float* ak = a + k0 * aks;
-    for (int p = 0; p < panels; p += kTilePanels) {  // a column tile: up to kTilePanels panels
+    // Column tiles of up to kTilePanels panels, as even as they go (25 panels: 3 or 4 each,
+    // never a tile of 1 panel beside tiles of 4: fewer broadcasts per FMA).
+    const int tiles = (panels + kTilePanels - 1) / kTilePanels;
+    for (int i = 0; i < tiles; ++i) {
+      const int p = panels * i / tiles, np = panels * (i + 1) / tiles - p;
       const float* bp = B.b + p * ps + k0 * brs;
-      const int cols = std::min(kTilePanels * kPanel, N - p * kPanel);
+      const int cols = std::min(np * kPanel, N - p * kPanel);
       float* cp = c + p * kPanel;
       int r = 0;
       if (cols <= kVec) {  // one vector wide: 12 rows (fewer would wait on the FMA latency)

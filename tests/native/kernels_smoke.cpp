@@ -119,7 +119,8 @@ int main() {
     set_num_threads(threads);
     std::mt19937 g(7);
     for (int N : {1, 2, 5, 6, 7, 12, 13, 25}) {
-      for (int M : {1, 3, 8, 16, 17, 31, 32, 33, 46, 48, 64, 80}) affine_case(g, N, 5, M);
+      // column tiles of 1-4 panels, partial last vectors (100: 7 panels as 3 + 4; 400: 25 as 3-4 each)
+      for (int M : {1, 3, 8, 16, 17, 31, 32, 33, 46, 48, 64, 80, 100, 129, 400}) affine_case(g, N, 5, M);
     }
     affine_case(g, 9, 300, 20);  // two k blocks
   }
