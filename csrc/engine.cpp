@@ -447,7 +447,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   Teams teams(nth);
 #pragma omp parallel num_threads(nth)
   {
-  const TimeLoopSplit& split = teams.plan(nchunks, ws.max_chunk, H, G, !gated);
+  teams.plan(nchunks, ws.max_chunk, H, G, !gated);  // by every thread of the region
   if (!gated) {
     pack_panels(recurrent, GH, H, true, ws.rect_packed.data());  // recurrent^T, by the whole team
   } else {  // each gate's block recurrent[:, gH:(g+1)H]^T (H,H)
@@ -647,8 +647,6 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     if (kk > 0) flush();
   };
   teams.run(nchunks, run_chunk);
-#pragma omp single nowait
-  ws.backward_team = split.team;
 
   // drecurrent and dtable: the chunks' partial sums, added in chunk order, by row blocks.
   constexpr int kBlocks = 16;
@@ -665,6 +663,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     }
   }
   }
+  ws.backward_team = teams.team();
   if (drecurrent_bias) {  // in chunk order
     VecMap drb(drecurrent_bias, GH);
     drb = ConstVecMap(ws.drb_chunk.data(), GH);
