@@ -430,12 +430,17 @@ def _read_h5(model, f, skip_mismatch=False, build_optimizer=False):
             if d.dtype.kind not in "fiu":
                 raise ValueError(f"{path}/vars holds a non-numeric dataset ({d.dtype})")
         new += [d[()] for d in stored]
-    model.set_weights(new)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and "optimizer" in f:
-        arrays = [d[()] for d in _h5_vars(f, "optimizer")]
-        _load_optimizer_variables(optimizer, [np.asarray(a) for a in arrays], _trainable_weights(model),
-                                  build_optimizer)
+        optimizer_arrays = [np.asarray(d[()]) for d in _h5_vars(f, "optimizer")]
+    else:
+        optimizer, optimizer_arrays = None, None
+    # one change between two training steps (the model's step lock, re-entrant): no step runs
+    # on the file's weights with the old optimizer state
+    with getattr(model, "_lock", contextlib.nullcontext()):
+        model.set_weights(new)
+        if optimizer is not None:
+            _load_optimizer_variables(optimizer, optimizer_arrays, _trainable_weights(model), build_optimizer)
 
 
 @contextlib.contextmanager

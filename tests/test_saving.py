@@ -406,3 +406,37 @@ def test_keras_files_need_unique_layer_names(tmp_path):
         fastlstm.Sequential([layers.Embedding(V, 6), layers.LSTM(4), layers.Dense(4, name="d"),
                              layers.Dense(3, name="d")]).save(tmp_path / "m.keras")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_weights_is_one_step_between_training_steps(rng, tmp_path):
+    """load_weights sets the weights and the optimizer's state as one change: a training
+    step on another thread waits until both are in (it never runs on the file's weights
+    with the old optimizer state)."""
+    import threading
+
+    x, y = data(rng, "mask_zero_lstm")
+    m = fastlstm_model("mask_zero_lstm")
+    m.compile(loss="categorical_crossentropy", optimizer="adam")
+    m.train_on_batch(x, y)
+    m.save_weights(tmp_path / "m.weights.h5")
+    m.train_on_batch(x, y)
+    in_optimizer, release = threading.Event(), threading.Event()
+    set_optimizer_state = m.optimizer.set_weights
+
+    def paused(arrays):  # the model's weights are in; the optimizer's are not yet
+        in_optimizer.set()
+        assert release.wait(30)
+        set_optimizer_state(arrays)
+
+    m.optimizer.set_weights = paused
+    loader = threading.Thread(target=m.load_weights, args=(tmp_path / "m.weights.h5",))
+    loader.start()
+    assert in_optimizer.wait(30)
+    trainer = threading.Thread(target=m.train_on_batch, args=(x, y))
+    trainer.start()
+    trainer.join(0.5)
+    stepped_during_load = not trainer.is_alive()
+    release.set()
+    loader.join(30), trainer.join(30)
+    assert not stepped_during_load
+    assert m.optimizer.iterations == 2  # the file's 1, then the step that waited
