@@ -94,41 +94,64 @@ void affine_backward(const float* x, const float* kernel, const float* dz, int N
   }
 }
 
-// (kernel ⊙ mask_b) (E,M), or its transpose (M,E), packed into panels (as pack_panels), by
-// one thread: mask_b (G,E) scales row e of column block g.
-static void pack_masked(const float* kernel, const float* mask_b, int E, int M, int G, bool transposed,
-                        float* out) {
-  const int Hg = M / G;
-  const int K = transposed ? M : E, N = transposed ? E : M;
-  for (int p = 0; p < panel_count(N); ++p) {
-    const int j0 = p * kPanel, w = std::min(kPanel, N - j0);
-    for (int k = 0; k < K; ++k) {
-      float* dst = out + (size_t(p) * K + k) * kPanel;
-      for (int j = 0; j < w; ++j) {
-        const int e = transposed ? j0 + j : k, m = transposed ? k : j0 + j;
-        dst[j] = kernel[size_t(e) * M + m] * mask_b[size_t(m / Hg) * E + e];
-      }
-      std::fill(dst + w, dst + kPanel, 0.f);
+// Sample b's kernel ⊙ mask_b in panels, from the kernel's own panels kp (pack_panels of
+// kernel (E,M)): entry (p, e, j) is kernel[e][m] * mask_b[m / Hg][e], m = 16 p + j, the same one
+// product per entry as masking first and packing after. scale: round_up(M, 16) floats.
+static void mask_panels(const float* kp, const float* mask_b, int E, int M, int G, float* out,
+                        float* scale) {
+  const int Hg = M / G, panels = panel_count(M);
+  std::fill(scale + M, scale + size_t(panels) * kPanel, 0.f);  // padding columns: kp holds 0 there
+  for (int e = 0; e < E; ++e) {
+    for (int g = 0; g < G; ++g) std::fill_n(scale + g * Hg, Hg, mask_b[size_t(g) * E + e]);
+    for (int p = 0; p < panels; ++p) {
+      const float* src = kp + (size_t(p) * E + e) * kPanel;
+      const float* s = scale + p * kPanel;
+      float* dst = out + (size_t(p) * E + e) * kPanel;
+#pragma omp simd
+      for (int j = 0; j < kPanel; ++j) dst[j] = src[j] * s[j];
+    }
+  }
+}
+
+// The same for (kernel ⊙ mask_b)^T (M,E), from ktp (pack_panels of kernel^T): entry (p, m, j)
+// is kernel[e][m] * mask_b[m / Hg][e], e = 16 p + j. scale: G * round_up(E, 16) floats.
+static void mask_panels_transposed(const float* ktp, const float* mask_b, int E, int M, int G,
+                                   float* out, float* scale) {
+  const int Hg = M / G, panels = panel_count(E), ld = panels * kPanel;
+  for (int g = 0; g < G; ++g) {  // mask_b's rows, zero-padded to whole panels
+    std::copy_n(mask_b + size_t(g) * E, E, scale + size_t(g) * ld);
+    std::fill(scale + size_t(g) * ld + E, scale + size_t(g + 1) * ld, 0.f);
+  }
+  for (int p = 0; p < panels; ++p) {
+    for (int m = 0; m < M; ++m) {
+      const float* src = ktp + (size_t(p) * M + m) * kPanel;
+      const float* s = scale + size_t(m / Hg) * ld + p * kPanel;
+      float* dst = out + (size_t(p) * M + m) * kPanel;
+#pragma omp simd
+      for (int j = 0; j < kPanel; ++j) dst[j] = src[j] * s[j];
     }
   }
 }
 
 void affine_masked(const float* x, const float* kernel, const float* bias, const float* mask,
                    int B, int T, int E, int M, int G, float* z) {
-  // Samples are independent: any thread computes any of them the same way. Each thread packs
-  // its kernel ⊙ mask_b into its own part of the scratch (grown before the region).
+  // Samples are independent: any thread computes any of them the same way. The team packs the
+  // kernel once; each thread masks it for its samples in its own part of the scratch (grown
+  // before the region).
   const int nth = team_threads();
-  const size_t per = panel_floats(E, M);
-  float* kps = scratch(0, nth * per);
+  const size_t per = panel_floats(E, M) + round_up(M, kPanel);  // kernel ⊙ mask_b, a scale row
+  float* kp = scratch(0, panel_floats(E, M));
+  float* bufs = scratch(1, nth * per);
 #pragma omp parallel num_threads(nth)
   {
-    float* kp = kps + omp_get_thread_num() * per;
+    pack_panels(kernel, E, M, false, kp);  // by the whole team
+    float* kpb = bufs + omp_get_thread_num() * per;
 #pragma omp for schedule(static)
     for (int b = 0; b < B; ++b) {
-      pack_masked(kernel, mask + size_t(b) * G * E, E, M, G, false, kp);
+      mask_panels(kp, mask + size_t(b) * G * E, E, M, G, kpb, kpb + panel_floats(E, M));
       float* zb = z + size_t(b) * T * M;
       for (int t = 0; t < T; ++t) std::copy_n(bias, M, zb + size_t(t) * M);
-      gemm_packed(x + size_t(b) * T * E, E, 1, T, E, packed_b(kp, E), M, zb, true);
+      gemm_packed(x + size_t(b) * T * E, E, 1, T, E, packed_b(kpb, E), M, zb, true);
     }
   }
 }
@@ -143,15 +166,18 @@ void affine_masked_backward(const float* x, const float* kernel, const float* ma
   const int ldp = round_up(M, kPanel);
   FloatBuf part(size_t(pieces) * (E + 1) * ldp);  // per piece: dkernel (E,M), dbias (M)
   // Per thread (grown before the region): (kernel ⊙ mask_b)^T in panels, x_b^T @ dz_b (E,M),
-  // dz_b in panels.
+  // dz_b in panels, mask_b's scale rows; kernel^T in panels is the team's.
   const int nth = team_threads();
-  const size_t per = panel_floats(M, E) + size_t(E) * ldp + panel_floats(T, M);
+  const size_t per = panel_floats(M, E) + size_t(E) * ldp + panel_floats(T, M) + size_t(G) * round_up(E, kPanel);
   float* bufs = scratch(0, nth * per);
+  float* ktp = dx ? scratch(1, panel_floats(M, E)) : nullptr;
 #pragma omp parallel num_threads(nth)
   {
+    if (dx) pack_panels(kernel, M, E, true, ktp);  // by the whole team
     float* kt = bufs + omp_get_thread_num() * per;
     float* xdz = kt + panel_floats(M, E);
     float* dzp = xdz + size_t(E) * ldp;
+    float* scale = dzp + panel_floats(T, M);
 #pragma omp for schedule(static)
     for (int p = 0; p < pieces; ++p) {
       float* dk = part.data() + size_t(p) * (E + 1) * ldp;
@@ -162,7 +188,7 @@ void affine_masked_backward(const float* x, const float* kernel, const float* ma
         const float* dzb = dz + size_t(b) * T * M;
         const float* mb = mask + size_t(b) * G * E;
         if (dx) {
-          pack_masked(kernel, mb, E, M, G, true, kt);
+          mask_panels_transposed(ktp, mb, E, M, G, kt, scale);
           gemm_packed(dzb, M, 1, T, M, packed_b(kt, M), E, dx + size_t(b) * T * E, false);
         }
         for (int q = 0; q < panel_count(M); ++q) {  // dz_b (T,M) in panels

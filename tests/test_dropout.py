@@ -156,12 +156,14 @@ def test_keras_layers_given_the_same_masks_agree(rng, cell):
 
 
 @pytest.mark.parametrize("G", [1, 3])
-def test_masked_projection_matches_numpy_for_any_thread_count(rng, threads, G):
+@pytest.mark.parametrize("E", [7, 37])  # one partial panel of inputs; several, the last partial
+def test_masked_projection_matches_numpy_for_any_thread_count(rng, threads, G, E):
     """affine_masked: z_b = x_b @ (kernel, column block g scaled by mask[b,g]) + bias, and its
-    backward, against float64 numpy; bitwise the same with 1 and 2 threads."""
+    backward, against float64 numpy; bitwise the same with 1 and 2 threads. Blocks of 11
+    columns: a panel of 16 columns spans two blocks."""
     from fastlstm import _core
 
-    B, T, E, M = 19, 5, 7, 3 * 11
+    B, T, M = 19, 5, 3 * 11
     x = rng.normal(size=(B, T, E)).astype(np.float32)
     K = rng.normal(size=(E, M)).astype(np.float32)
     b = rng.normal(size=M).astype(np.float32)
