@@ -3,6 +3,8 @@
 // thread count, so results are bitwise the same for any number of threads.
 #pragma once
 
+#include <cstdint>
+
 namespace fastlstm {
 
 // z (N,M) = x (N,E) @ kernel (E,M) + bias (M): the LSTM's input projection (M = 4H), and
@@ -28,5 +30,11 @@ void affine_masked(const float* x, const float* kernel, const float* bias, const
 void affine_masked_backward(const float* x, const float* kernel, const float* mask, const float* dz,
                             int B, int T, int E, int M, int G, float* dx, float* dkernel,
                             float* dbias);
+
+// The Embedding's backward (its output is one-hot(ids) @ table): out (V,E), zeroed by the
+// caller, gets out[ids[n]] += values[n] for n = 0..N-1, every entry summed in n order (the
+// sums of numpy's np.add.at); threads split the columns, so any thread count gives the same.
+// ids in [0, V), checked by the caller.
+void add_rows_at(const int32_t* ids, const float* values, int N, int E, float* out);
 
 }  // namespace fastlstm

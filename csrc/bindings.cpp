@@ -405,6 +405,33 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
   }, py::arg("x"), py::arg("kernel"), py::arg("bias"),
   "z (N,M) = x (N,E) @ kernel (E,M) + bias (M): the LSTM input projection, the Dense layer.");
 
+  m.def("add_rows_at", [](py::ssize_t rows, py::handle ids_, py::handle values_) {
+    warn_if_forked();
+    auto ids = checked<int32_t>(ids_, "ids", "(N,)", {-1});
+    const py::ssize_t N = ids.shape(0);
+    auto values = checked<float>(values_, "values", "(N, E)", {N, -1});
+    const py::ssize_t E = values.shape(1);
+    if (rows < 0) throw py::value_error("rows must be >= 0, got " + std::to_string(rows));
+    const int n = as_int(N, "N"), e = as_int(E, "E");
+    // The ids are copied, then checked: the kernel reads the checked copy.
+    std::vector<int32_t> id(ids.data(), ids.data() + N);
+    for (py::ssize_t k = 0; k < N; ++k) {
+      if (id[k] < 0 || id[k] >= rows) {
+        throw py::value_error("ids[" + std::to_string(k) + "] = " + std::to_string(id[k]) +
+                              " is out of range [0, " + std::to_string(rows) + ")");
+      }
+    }
+    F32 out({rows, E});
+    {
+      py::gil_scoped_release nogil;
+      std::fill_n(out.mutable_data(), size_t(rows) * size_t(E), 0.f);
+      add_rows_at(id.data(), values.data(), n, e, out.mutable_data());
+    }
+    return out;
+  }, py::arg("rows"), py::arg("ids"), py::arg("values"),
+  "out (rows,E) = zeros, then out[ids[n]] += values[n] in n order (np.add.at's sums): the "
+  "Embedding's backward. ids (N,) int32 in [0, rows), values (N,E).");
+
   m.def("affine_backward", [](py::handle x_, py::handle kernel_, py::handle dz_,
                                         bool need_dx) {
     warn_if_forked();
