@@ -218,13 +218,15 @@ void affine_masked_backward(const float* x, const float* kernel, const float* ma
 }
 
 void add_rows_at(const int32_t* ids, const float* values, int N, int E, float* out) {
-  // Each thread adds every row's columns [c0, c1): whole 16-float blocks, split evenly.
-  const int blocks = (E + kPanel - 1) / kPanel;
-  const int nth = std::max(1, std::min(team_threads(), int(std::min<int64_t>(blocks, int64_t(N) * E / 65536))));
+  // Each thread adds every row's columns [c0, c1): whole 16-float blocks, split evenly; a
+  // team only where there are 65536 values per thread.
+  const int64_t blocks = (int64_t(E) + kPanel - 1) / kPanel;
+  const int nth = team_size(int(std::max<int64_t>(1, std::min({int64_t(get_num_threads()), blocks, int64_t(N) * E / 65536}))));
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
-    const int me = omp_get_thread_num(), team = omp_get_num_threads();
-    const int c0 = std::min(E, blocks * me / team * kPanel), c1 = std::min(E, blocks * (me + 1) / team * kPanel);
+    const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
+    const int c0 = int(std::min<int64_t>(E, blocks * me / team * kPanel));
+    const int c1 = int(std::min<int64_t>(E, blocks * (me + 1) / team * kPanel));
     for (int n = 0; n < N; ++n) {
       float* o = out + size_t(ids[n]) * E;
       const float* v = values + size_t(n) * E;

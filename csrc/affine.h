@@ -33,8 +33,8 @@ void affine_masked_backward(const float* x, const float* kernel, const float* ma
 
 // The Embedding's backward (its output is one-hot(ids) @ table): out (V,E), zeroed by the
 // caller, gets out[ids[n]] += values[n] for n = 0..N-1, every entry summed in n order (the
-// sums of numpy's np.add.at); threads split the columns, so any thread count gives the same.
-// ids in [0, V), checked by the caller.
+// sums of numpy's np.add.at on float32); threads split the columns, so any thread count
+// gives the same. ids (N) in [0, V), out's rows, checked by the caller.
 void add_rows_at(const int32_t* ids, const float* values, int N, int E, float* out);
 
 }  // namespace fastlstm

@@ -183,6 +183,15 @@ def test_masked_projection_matches_numpy_for_any_thread_count(rng, threads, G, E
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-4)
     for a, c in zip(*runs):
         np.testing.assert_array_equal(a, c)
+    # the kernel masked first in float32 (one rounding per entry), then the plain product: the same bits
+    Kb32 = K[None] * mask[:, cols].transpose(0, 2, 1)
+    for s in (0, B - 1):
+        np.testing.assert_array_equal(runs[1][0][s], _core.affine(x[s], Kb32[s], b))
+        np.testing.assert_array_equal(runs[1][1][s], _core.affine_backward(x[s], Kb32[s], dz[s])[0])
+    no_dx = _core.affine_masked_backward(x, K, mask, dz, need_dx=False)
+    assert no_dx[0] is None
+    for a, c in zip(no_dx[1:], runs[1][2:]):
+        np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="G dividing M"):
         _core.affine_masked(x, K, b, np.ones((B, 2, E), np.float32))
 

@@ -156,7 +156,6 @@ def test_token_path_without_padding_skip_is_the_same(rng):
     assert np.abs(skip - plain).max() <= 1e-6
 
 
-# Every ISA level's tiles and tails: columns in one partial vector, in part of a panel, in a
 # the Embedding's backward: rows of one id summed in order, as numpy's np.add.at (float32 adds);
 # 2000 x 100 values are enough for the columns to be split between two threads.
 @pytest.mark.parametrize("V,N,E", [(1, 1, 1), (5, 0, 3), (3, 40, 17), (50, 2000, 100), (1000, 2000, 33), (4, 9, 0)])
@@ -177,6 +176,7 @@ def test_add_rows_at_sums_as_numpy_add_at(rng, threads, V, N, E):
         _core.add_rows_at(V, ids, np.zeros((N + 1, E), np.float32))
 
 
+# Every ISA level's tiles and tails: columns in one partial vector, in part of a panel, in a
 # two-panel AVX-512 tile (17-31, 33-47), several k blocks (E > 256); rows in every row tile.
 @pytest.mark.parametrize("N,E,M", [(1, 1, 1), (7, 3, 46), (49, 100, 400), (130, 5, 33), (0, 4, 16), (100, 100, 46),
                                    (13, 300, 31), (25, 7, 17), (9, 5, 48), (12, 3, 8), (24, 4, 5), (8, 2, 33),
