@@ -67,20 +67,21 @@ def gflop_per_epoch(x_train, executed):
     Plain (executed=False): what a plain implementation does, every position of every row
     projected and stepped: 3 * 2*(E+H)*G*H per position and direction. Executed: what
     fastlstm does: the step products (3 * 2*H*G*H) only from each row's first real token in
-    the forward direction (the padding before it is skipped; not with recurrent dropout), at
-    every position in the
-    backward one of a Bidirectional (its padding trails), and the input projection per
-    position only under input dropout (else a table of the batch's distinct tokens, a small
-    cost not counted)."""
+    the forward direction (the padding before it is skipped; not under dropout, where each
+    row's padding is its own), at every position in the backward one of a Bidirectional (its
+    padding trails); the input projection of each row's distinct tokens under input dropout
+    (else a table of the batch's distinct tokens, a small cost not counted)."""
     G = {"lstm": 4, "gru": 3, "bilstm": 4}[W["kind"]]
     E, H, T = W["embed"], W["units"], W["maxlen"]
     n, positions = len(x_train), x_train.size
     if not executed:
         return 3 * 2 * (E + H) * G * H * positions * (2 if W["kind"] == "bilstm" else 1) / 1e9
     first = np.where((x_train != 0).any(1), (x_train != 0).argmax(1), T)  # each row's first real token
-    forward = positions if W["rec_dropout"] else n * T - first.sum()   # recurrent dropout: no skip
+    forward = positions if W["dropout"] or W["rec_dropout"] else n * T - first.sum()
     stepped = forward + (positions if W["kind"] == "bilstm" else 0)
-    projected = positions if W["dropout"] else 0
+    sorted_rows = np.sort(x_train, axis=1)
+    distinct = n + int((sorted_rows[:, 1:] != sorted_rows[:, :-1]).sum())  # (row, token) pairs
+    projected = distinct if W["dropout"] else 0
     return 3 * 2 * (H * G * H * stepped + E * G * H * projected) / 1e9
 # ---------------------------------------------------------------------------------------
 # Workers: one per system, in a subprocess; commands on stdin, one JSON reply per line.

@@ -133,8 +133,8 @@ static void mask_panels_transposed(const float* ktp, const float* mask_b, int E,
   }
 }
 
-void affine_masked(const float* x, const float* kernel, const float* bias, const float* mask,
-                   int B, int T, int E, int M, int G, float* z) {
+void affine_masked(const float* x, const int32_t* lo, const float* kernel, const float* bias,
+                   const float* mask, int B, int E, int M, int G, float* z) {
   // Samples are independent: any thread computes any of them the same way. The team packs the
   // kernel once; each thread masks it for its samples in its own part of the scratch (grown
   // before the region).
@@ -148,27 +148,31 @@ void affine_masked(const float* x, const float* kernel, const float* bias, const
     float* kpb = bufs + omp_get_thread_num() * per;
 #pragma omp for schedule(static)
     for (int b = 0; b < B; ++b) {
+      const int r0 = lo[b], n = lo[b + 1] - r0;
+      if (n == 0) continue;
       mask_panels(kp, mask + size_t(b) * G * E, E, M, G, kpb, kpb + panel_floats(E, M));
-      float* zb = z + size_t(b) * T * M;
-      for (int t = 0; t < T; ++t) std::copy_n(bias, M, zb + size_t(t) * M);
-      gemm_packed(x + size_t(b) * T * E, E, 1, T, E, packed_b(kpb, E), M, zb, true);
+      float* zb = z + size_t(r0) * M;
+      for (int r = 0; r < n; ++r) std::copy_n(bias, M, zb + size_t(r) * M);
+      gemm_packed(x + size_t(r0) * E, E, 1, n, E, packed_b(kpb, E), M, zb, true);
     }
   }
 }
 
-void affine_masked_backward(const float* x, const float* kernel, const float* mask, const float* dz,
-                            int B, int T, int E, int M, int G, float* dx, float* dkernel,
+void affine_masked_backward(const float* x, const int32_t* lo, const float* kernel, const float* mask,
+                            const float* dz, int B, int E, int M, int G, float* dx, float* dkernel,
                             float* dbias) {
   // dkernel and dbias: sums over samples, taken in an even number of sample pieces fixed by
   // B, each into its own partial sum, then the partials added in piece order.
   const int Hg = M / G;
   const int pieces = even_pieces(B, 8);
   const int ldp = round_up(M, kPanel);
+  int rows = 0;  // the most rows of one sample
+  for (int b = 0; b < B; ++b) rows = std::max(rows, lo[b + 1] - lo[b]);
   FloatBuf part(size_t(pieces) * (E + 1) * ldp);  // per piece: dkernel (E,M), dbias (M)
   // Per thread (grown before the region): (kernel ⊙ mask_b)^T in panels, x_b^T @ dz_b (E,M),
   // dz_b in panels, mask_b's scale rows; kernel^T in panels is the team's.
   const int nth = team_threads();
-  const size_t per = panel_floats(M, E) + size_t(E) * ldp + panel_floats(T, M) + size_t(G) * round_up(E, kPanel);
+  const size_t per = panel_floats(M, E) + size_t(E) * ldp + panel_floats(rows, M) + size_t(G) * round_up(E, kPanel);
   float* bufs = scratch(0, nth * per);
   float* ktp = dx ? scratch(1, panel_floats(M, E)) : nullptr;
 #pragma omp parallel num_threads(nth)
@@ -177,35 +181,37 @@ void affine_masked_backward(const float* x, const float* kernel, const float* ma
     float* kt = bufs + omp_get_thread_num() * per;
     float* xdz = kt + panel_floats(M, E);
     float* dzp = xdz + size_t(E) * ldp;
-    float* scale = dzp + panel_floats(T, M);
+    float* scale = dzp + panel_floats(rows, M);
 #pragma omp for schedule(static)
     for (int p = 0; p < pieces; ++p) {
       float* dk = part.data() + size_t(p) * (E + 1) * ldp;
       float* db = dk + size_t(E) * ldp;
       std::fill_n(dk, size_t(E + 1) * ldp, 0.f);
       for (int b = piece_row(B, pieces, p); b < piece_row(B, pieces, p + 1); ++b) {
-        const float* xb = x + size_t(b) * T * E;
-        const float* dzb = dz + size_t(b) * T * M;
+        const int r0 = lo[b], n = lo[b + 1] - r0;
+        if (n == 0) continue;
+        const float* xb = x + size_t(r0) * E;
+        const float* dzb = dz + size_t(r0) * M;
         const float* mb = mask + size_t(b) * G * E;
         if (dx) {
           mask_panels_transposed(ktp, mb, E, M, G, kt, scale);
-          gemm_packed(dzb, M, 1, T, M, packed_b(kt, M), E, dx + size_t(b) * T * E, false);
+          gemm_packed(dzb, M, 1, n, M, packed_b(kt, M), E, dx + size_t(r0) * E, false);
         }
-        for (int q = 0; q < panel_count(M); ++q) {  // dz_b (T,M) in panels
+        for (int q = 0; q < panel_count(M); ++q) {  // dz_b (n,M) in panels
           const int j0 = q * kPanel, w = std::min(kPanel, M - j0);
-          for (int t = 0; t < T; ++t) {
-            float* dst = dzp + (size_t(q) * T + t) * kPanel;
-            std::copy_n(dzb + size_t(t) * M + j0, w, dst);
+          for (int r = 0; r < n; ++r) {
+            float* dst = dzp + (size_t(q) * n + r) * kPanel;
+            std::copy_n(dzb + size_t(r) * M + j0, w, dst);
             std::fill(dst + w, dst + kPanel, 0.f);
           }
         }
-        gemm_packed(xb, 1, E, E, T, packed_b(dzp, T), M, xdz, false, ldp);
+        gemm_packed(xb, 1, E, E, n, packed_b(dzp, n), M, xdz, false, ldp);
         for (int e = 0; e < E; ++e) {
           for (int g = 0; g < G; ++g) {
             VecMap(dk + size_t(e) * ldp + g * Hg, Hg) += ConstVecMap(xdz + size_t(e) * ldp + g * Hg, Hg) * mb[size_t(g) * E + e];
           }
         }
-        for (int t = 0; t < T; ++t) VecMap(db, M) += ConstVecMap(dzb + size_t(t) * M, M);
+        for (int r = 0; r < n; ++r) VecMap(db, M) += ConstVecMap(dzb + size_t(r) * M, M);
       }
     }
 #pragma omp for schedule(static)

@@ -18,17 +18,18 @@ void affine(const float* x, const float* kernel, const float* bias, int N, int E
 void affine_backward(const float* x, const float* kernel, const float* dz, int N,
                                int E, int M, float* dx, float* dkernel, float* dbias);
 
-// Input dropout (Keras's: a keep-mask per sample for every step, one per gate): for each
-// sample b, z_b (T,M) = x_b (T,E) @ (kernel ⊙ mask_b) + bias, where column block g (M/G
-// columns) of kernel is scaled row-wise by mask[b,g] (E): the same as (x ⊙ mask[b,g]) @
-// kernel_g, in one product per sample over all M columns. mask (B,G,E), G divides M.
-void affine_masked(const float* x, const float* kernel, const float* bias, const float* mask,
-                   int B, int T, int E, int M, int G, float* z);
+// Input dropout (Keras's: a keep-mask per sample for every step, one per gate): sample b
+// owns rows [lo[b], lo[b+1]) of x (N,E) (its steps, or its distinct tokens), and z's rows
+// there are x_b @ (kernel ⊙ mask_b) + bias, where column block g (M/G columns) of kernel is
+// scaled row-wise by mask[b,g] (E): the same as (x ⊙ mask[b,g]) @ kernel_g, in one product
+// per sample over all M columns. lo (B+1) nondecreasing from 0 to N; mask (B,G,E), G divides M.
+void affine_masked(const float* x, const int32_t* lo, const float* kernel, const float* bias,
+                   const float* mask, int B, int E, int M, int G, float* z);
 
-// Its backward, given dz (B,T,M): dx_b = dz_b @ (kernel ⊙ mask_b)^T (dx may be null);
+// Its backward, given dz (N,M): dx_b = dz_b @ (kernel ⊙ mask_b)^T (dx may be null);
 // dkernel = sum_b mask_b ⊙ (x_b^T @ dz_b); dbias = sum of dz's rows.
-void affine_masked_backward(const float* x, const float* kernel, const float* mask, const float* dz,
-                            int B, int T, int E, int M, int G, float* dx, float* dkernel,
+void affine_masked_backward(const float* x, const int32_t* lo, const float* kernel, const float* mask,
+                            const float* dz, int B, int E, int M, int G, float* dx, float* dkernel,
                             float* dbias);
 
 // The Embedding's backward (its output is one-hot(ids) @ table): out (V,E), zeroed by the

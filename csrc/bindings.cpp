@@ -312,10 +312,10 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
     return d;
   }, "How this extension was built: {'sanitize': ASan + UBSan build, 'isa': its ISA level,\n"
      "'vector_floats': floats per vector register in its products}.");
-  m.def("time_loop_split", [](int B, int T, int H, int G, int U, bool token_input, bool training, int threads,
+  m.def("time_loop_split", [](int B, int T, int H, int G, int U, bool shared_rows, bool training, int threads,
                               bool splittable) {
     if (B < 1 || T < 0 || H < 1 || G < 1 || U < 1 || threads < 1) throw py::value_error("sizes must be >= 1 (T >= 0)");
-    const int nchunks = time_loop_chunks(B, T, U, token_input, training);
+    const int nchunks = time_loop_chunks(B, T, U, shared_rows, training);
     // the largest chunk's slots: its rows (dealt evenly) and its trajectory
     const int rows = (B + nchunks - 1) / nchunks + 1;
     const TimeLoopSplit split = time_loop_split(nchunks, rows, H, G, threads, splittable);
@@ -324,11 +324,12 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
     py::dict d;
     d["chunks"] = nchunks, d["team"] = split.team, d["teams"] = split.teams, d["units"] = units;
     return d;
-  }, py::arg("B"), py::arg("T"), py::arg("H"), py::arg("G"), py::arg("U"), py::arg("token_input"), py::arg("training"),
+  }, py::arg("B"), py::arg("T"), py::arg("H"), py::arg("G"), py::arg("U"), py::arg("shared_rows"), py::arg("training"),
      py::arg("threads"), py::arg("splittable") = true,
   "How the time loops share `threads` threads for a layer of H units (G gates each) on B rows\n"
-  "of T steps (U table rows): {'chunks': chunks of rows, 'team': threads per chunk, 'teams': teams,\n"
-  "'units': each member's unit range [u0, u1)}. Chunk j goes to team j % teams.");
+  "of T steps (U table rows; shared_rows: several rows read one table row, as tokens do):\n"
+  "{'chunks': chunks of rows, 'team': threads per chunk, 'teams': teams, 'units': each member's\n"
+  "unit range [u0, u1)}. Chunk j goes to team j % teams.");
   m.def("fma_peak_gflops", [](int threads) {
     if (threads < 1) throw py::value_error("threads must be >= 1");
     py::gil_scoped_release nogil;
@@ -455,7 +456,7 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
   }, py::arg("x"), py::arg("kernel"), py::arg("dz"), py::arg("need_dx") = true,
   "Backward of affine: (dx (N,E) or None, dkernel (E,M), dbias (M)).");
 
-  // affine_masked's mask (B,G,E) for x (B,T,E) and kernel (E,M): G must divide M; its G.
+  // affine_masked's mask (B,G,E) and kernel (E,M): G must divide M; its G.
   auto gates_of_mask = [](const F32& mask, py::ssize_t M) {
     const py::ssize_t G = mask.shape(1);
     if (G < 1 || M % G != 0) {
@@ -464,50 +465,72 @@ PYBIND11_MODULE(FASTLSTM_MODULE, m) {
     }
     return int(G);
   };
+  // affine_masked's sample_rows (B+1) for x (N,E): copied (the kernels read the copy, which
+  // no other thread can change once the GIL is released), then checked to go from 0 up to N.
+  auto sample_rows_of = [](py::handle lo_, py::ssize_t B, py::ssize_t N) {
+    auto lo = checked<int32_t>(lo_, "sample_rows", "(B + 1,)", {B + 1});
+    std::vector<int32_t> v(lo.data(), lo.data() + B + 1);
+    bool ok = v[0] == 0 && v[B] == N;
+    for (py::ssize_t b = 0; ok && b < B; ++b) ok = v[b] <= v[b + 1];
+    if (!ok) {
+      throw py::value_error("sample_rows must rise from 0 to the " + std::to_string(N) +
+                            " rows of x (sample b owns rows [sample_rows[b], sample_rows[b+1]))");
+    }
+    return v;
+  };
 
-  m.def("affine_masked", [gates_of_mask](py::handle x_, py::handle kernel_, py::handle bias_, py::handle mask_) {
+  m.def("affine_masked", [gates_of_mask, sample_rows_of](py::handle x_, py::handle kernel_, py::handle bias_,
+                                                         py::handle mask_, py::handle lo_) {
     warn_if_forked();
-    auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
-    const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
+    auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
+    const py::ssize_t N = x.shape(0), E = x.shape(1);
     auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t M = kernel.shape(1);
     auto bias = checked<float>(bias_, "bias", "(M,)", {M});
-    auto mask = checked<float>(mask_, "mask", "(B, G, E)", {B, -1, E});
+    auto mask = checked<float>(mask_, "mask", "(B, G, E)", {-1, -1, E});
+    const py::ssize_t B = mask.shape(0);
     const int G = gates_of_mask(mask, M);
-    const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
-    as_int(B * T, "B*T (positions)");
-    F32 z({B, T, M});
+    const int b = as_int(B, "B"), e = as_int(E, "E"), m = as_int(M, "M");
+    as_int(N, "N");
+    const std::vector<int32_t> lo = sample_rows_of(lo_, B, N);
+    F32 z({N, M});
     {
       py::gil_scoped_release nogil;
-      affine_masked(x.data(), kernel.data(), bias.data(), mask.data(), b, t, e, m, G, z.mutable_data());
+      affine_masked(x.data(), lo.data(), kernel.data(), bias.data(), mask.data(), b, e, m, G, z.mutable_data());
     }
     return z;
-  }, py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("mask"),
-  "Input dropout's projection: z_b (T,M) = x_b (T,E) @ (kernel with column block g scaled\n"
-  "row-wise by mask[b,g]) + bias, for x (B,T,E), kernel (E,M), bias (M,), mask (B,G,E).");
+  }, py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("mask"), py::arg("sample_rows"),
+  "Input dropout's projection: rows [sample_rows[b], sample_rows[b+1]) of z (N,M) are those of\n"
+  "x (N,E) @ (kernel with column block g scaled row-wise by mask[b,g]) + bias, for kernel (E,M),\n"
+  "bias (M,), mask (B,G,E), sample_rows (B+1,) int32.");
 
-  m.def("affine_masked_backward", [gates_of_mask](py::handle x_, py::handle kernel_, py::handle mask_,
-                                     py::handle dz_, bool need_dx) {
+  m.def("affine_masked_backward", [gates_of_mask, sample_rows_of](py::handle x_, py::handle kernel_,
+                                                                  py::handle mask_, py::handle dz_,
+                                                                  py::handle lo_, bool need_dx) {
     warn_if_forked();
-    auto x = checked<float>(x_, "x", "(B, T, E)", {-1, -1, -1});
-    const py::ssize_t B = x.shape(0), T = x.shape(1), E = x.shape(2);
+    auto x = checked<float>(x_, "x", "(N, E)", {-1, -1});
+    const py::ssize_t N = x.shape(0), E = x.shape(1);
     auto kernel = checked<float>(kernel_, "kernel", "(E, M)", {E, -1});
     const py::ssize_t M = kernel.shape(1);
-    auto mask = checked<float>(mask_, "mask", "(B, G, E)", {B, -1, E});
+    auto mask = checked<float>(mask_, "mask", "(B, G, E)", {-1, -1, E});
+    const py::ssize_t B = mask.shape(0);
     const int G = gates_of_mask(mask, M);
-    auto dz = checked<float>(dz_, "dz", "(B, T, M)", {B, T, M});
-    const int b = as_int(B, "B"), t = as_int(T, "T"), e = as_int(E, "E"), m = as_int(M, "M");
+    auto dz = checked<float>(dz_, "dz", "(N, M)", {N, M});
+    const int b = as_int(B, "B"), e = as_int(E, "E"), m = as_int(M, "M");
+    as_int(N, "N");
+    const std::vector<int32_t> lo = sample_rows_of(lo_, B, N);
     F32 dkernel({E, M}), dbias(M);
     std::optional<F32> dx;
-    if (need_dx) dx.emplace(std::vector<py::ssize_t>{B, T, E});
+    if (need_dx) dx.emplace(std::vector<py::ssize_t>{N, E});
     {
       py::gil_scoped_release nogil;
-      affine_masked_backward(x.data(), kernel.data(), mask.data(), dz.data(), b, t, e, m, G,
+      affine_masked_backward(x.data(), lo.data(), kernel.data(), mask.data(), dz.data(), b, e, m, G,
                              dx ? dx->mutable_data() : nullptr, dkernel.mutable_data(), dbias.mutable_data());
     }
     return py::make_tuple(dx ? py::object(*dx) : py::none(), dkernel, dbias);
-  }, py::arg("x"), py::arg("kernel"), py::arg("mask"), py::arg("dz"), py::arg("need_dx") = true,
-  "Backward of affine_masked: (dx (B,T,E) or None, dkernel (E,M), dbias (M)).");
+  }, py::arg("x"), py::arg("kernel"), py::arg("mask"), py::arg("dz"), py::arg("sample_rows"),
+  py::arg("need_dx") = true,
+  "Backward of affine_masked: (dx (N,E) or None, dkernel (E,M), dbias (M)).");
 
   m.def("rnn_forward", [](py::handle x_, py::handle kernel_, py::handle recurrent_,
                           py::handle bias_, const std::string& cell, py::handle recurrent_bias_,

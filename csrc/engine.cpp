@@ -21,12 +21,12 @@ namespace fastlstm {
 // choose who computes a float, not how): each piece is computed the same way
 // whichever thread takes it, so results are bitwise identical for any number of threads.
 
-// Chunks of rows: at least 2, one per 64 rows. Training with token input: chunks 1.. keep
-// their own (U,G*H) table gradient, so their number is bounded to keep that memory within the
-// activations' (B*T rows of G*H).
-int time_loop_chunks(int B, int T, int U, bool token_input, bool training) {
+// Chunks of rows: at least 2, one per 64 rows. Training on table rows shared between batch
+// rows (tokens): chunks 1.. keep their own (U,G*H) table gradient, so their number is bounded
+// to keep that memory within the activations' (B*T rows of G*H).
+int time_loop_chunks(int B, int T, int U, bool shared_rows, bool training) {
   int nchunks = std::max(2, (B + 63) / 64);
-  if (training && token_input) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
+  if (training && shared_rows) nchunks = std::min(nchunks, std::max(2, int(1 + int64_t(B) * T / std::max(U, 1))));
   return std::max(1, std::min(nchunks, B));
 }
 
@@ -138,7 +138,20 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
                  float* c_last, bool training) {
   constexpr int G = Cell::kGates;
   const int GH = Cell::kGates * H, W = Cell::kKept * H;
-  const int nchunks = time_loop_chunks(B, T, U, token_input, training);
+  // Whether two batch rows read one table row (tokens; not a table of each row's own
+  // inputs, as input dropout's): backward's chunks then scatter into tables of their own.
+  bool shared_rows = false;
+  if (token_input) {
+    std::vector<int> reader(U, -1);  // the batch row that reads each table row
+    for (int b = 0; b < B && !shared_rows; ++b) {
+      for (int t = 0; t < T; ++t) {
+        int& r = reader[ws.ids[size_t(b) * T + t]];
+        if (r >= 0 && r != b) shared_rows = true;
+        r = b;
+      }
+    }
+  }
+  const int nchunks = time_loop_chunks(B, T, U, shared_rows, training);
   const int nslots = B + nchunks;
   const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
 
@@ -146,6 +159,7 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   ws.cell = Cell::kName, ws.activation = Cell::Act::kName, ws.recurrent_activation = Cell::RecAct::kName;
   ws.B = B, ws.T = T, ws.H = H, ws.U = U, ws.E = 0, ws.nslots = nslots;
   ws.token_input = token_input;
+  ws.shared_rows = shared_rows;
   ws.dense_input = false;
   ws.masked = masked;
   ws.rec_dropout = rec_dropout;
@@ -400,7 +414,7 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
   const int nslots = ws.nslots;
   const size_t SH = size_t(nslots) * H, SW = size_t(nslots) * W;
   const int nchunks = int(ws.chunk_lo.size()) - 1;
-  const bool private_dtable = ws.token_input && nchunks > 1;  // tokens repeat across chunks
+  const bool private_dtable = ws.shared_rows && nchunks > 1;  // rows read by several chunks
   const bool rd = ws.rec_dropout;
   const bool gated = rd || Cell::kResetBefore;  // as in forward: gate by gate
   const int HG = gated ? GH : H;  // floats per row of the group's h_{t-1} (a copy per gate)

@@ -42,6 +42,7 @@ struct Workspace {
   int nslots = 0;                  // B rows + one trajectory slot per chunk
   bool has_forward = false;
   bool token_input = false;
+  bool shared_rows = false;        // token input whose table rows several batch rows read
   bool dense_input = false;        // the last forward was rnn_forward_dense (dense_input.h)
   bool masked = false;             // the last forward took a mask: `valid`
   bool rec_dropout = false;        // ... and recurrent dropout: `rec_keep`
@@ -78,7 +79,7 @@ struct Workspace {
   std::vector<int32_t> row_group;  // per chunk: the matching table rows
   FloatBuf drec_chunk;   // (nchunks,H,G*H) per-chunk drecurrent partial sums
   FloatBuf drb_chunk;    // (nchunks,G*H) per-chunk drecurrent_bias partial sums
-  FloatBuf dtable_chunk; // (nchunks-1,U,G*H) token input: chunks 1.. scatter into their own
+  FloatBuf dtable_chunk; // (nchunks-1,U,G*H) shared_rows: chunks 1.. scatter into their own
   FloatBuf table;        // (B*T,G*H) dense input only: x @ kernel + bias
   FloatBuf dtable;       // (B*T,G*H) dense input only: its gradient
 };
@@ -97,7 +98,8 @@ struct TimeLoopSplit {
   int team = 1, teams = 1, H = 0;
   int unit_lo(int m) const;  // m in [0, team]
 };
-int time_loop_chunks(int B, int T, int U, bool token_input, bool training);
+// shared_rows: table rows read by several batch rows (tokens), whose gradient chunks sum apart.
+int time_loop_chunks(int B, int T, int U, bool shared_rows, bool training);
 // rows: the largest chunk's; G: gates per unit. A member gets at least kMemberFlops per step.
 TimeLoopSplit time_loop_split(int nchunks, int rows, int H, int G, int threads, bool splittable);
 

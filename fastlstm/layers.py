@@ -53,8 +53,9 @@ class TokenSequence:
 
 
 class TokenRowsGradient:
-    """dL/d(embedding rows) from a layer that read a TokenSequence: rows (U,) token ids,
-    values (U,E) their gradients (every other row's is zero)."""
+    """dL/d(embedding rows) from a layer that read a TokenSequence: rows (U,) token ids, a
+    token possibly more than once, values (U,E): a token's gradient is the sum of its rows'
+    values (every other token's is zero)."""
 
     def __init__(self, rows, values):
         self.rows, self.values = rows, values
@@ -391,12 +392,10 @@ class Embedding(Layer):
 
     def backward(self, d):
         """d: dL/d(output) (B,T,E), or a TokenRowsGradient -> (None, [d embeddings])."""
-        if isinstance(d, TokenRowsGradient):
-            g = np.zeros_like(self.embeddings)
-            g[d.rows] = d.values
-        else:  # each position's row added into its token's (C++: np.add.at's sums, faster)
-            g = _core.add_rows_at(self.input_dim, self._ids.reshape(-1),
-                                  np.ascontiguousarray(d, np.float32).reshape(-1, self.output_dim))
+        # each row added into its token's (C++: np.add.at's sums, faster)
+        rows, values = (d.rows, d.values) if isinstance(d, TokenRowsGradient) else (self._ids.reshape(-1), d)
+        g = _core.add_rows_at(self.input_dim, np.asarray(rows, np.int32),
+                              np.ascontiguousarray(values, np.float32).reshape(-1, self.output_dim))
         return None, [g]
 
 
@@ -616,7 +615,7 @@ class _Recurrent(Layer):
                     ("bias", "bias_regularizer"))
 
     _scratch = ("_workspace", "_inference", "_mode", "_x", "_used", "_emb_used", "_batch", "_zeroed",
-                "_x_masks")
+                "_x_masks", "_sample_rows")
 
     def _init_scratch(self):
         self._workspace = _core.Workspace()  # training: activations kept for backward, reused
@@ -729,11 +728,6 @@ class _Recurrent(Layer):
         0 < rate < 1, SimpleRNN for any rate > 0 (1.0 drops everything)."""
         return 0 < rate < 1 or (self._gates == 1 and rate == 1)
 
-    def _reads_tokens(self, training):
-        """Whether a training (or inference) call reads an Embedding's ids as table rows
-        (not with input dropout: each sample's inputs are projected apart)."""
-        return not (training and self._drops(self.dropout))
-
     def _steps_mask(self, mask, batch):
         """The input mask in the order the steps are taken (reversed with go_backwards)."""
         mask = _time_mask(mask, batch, self.name)
@@ -746,9 +740,7 @@ class _Recurrent(Layer):
         drops."""
         x_masks, h_masks = self._dropout_masks(len(x), self.kernel.shape[0]) if training else (None, None)
         if isinstance(x, TokenSequence):
-            if x_masks is None:
-                return self._call_on_tokens(x, training, mask, h_masks)
-            x = np.asarray(x)  # input dropout: each sample's own inputs, projected per position
+            return self._call_on_tokens(x, training, mask, x_masks, h_masks)
         x = float_input(x, self.name)
         self._check_ndim(x.shape, 3, "(batch, timesteps, features)")
         self._check_width(x.shape)
@@ -759,8 +751,9 @@ class _Recurrent(Layer):
                       workspace=self._workspace_for(training), training=training, return_state=True,
                       mask=mask, recurrent_dropout_mask=h_masks)
         if x_masks is not None:  # each sample's kernel ⊙ its masks (one per gate, or one for all)
-            table = _core.affine_masked(x, self.kernel, bias, x_masks)
-            out = _core.rnn_forward_projected(table, self.recurrent_kernel, **common)
+            B, T, E = x.shape
+            table = _core.affine_masked(x.reshape(B * T, E), self.kernel, bias, x_masks, _sample_rows(B, T))
+            out = _core.rnn_forward_projected(table.reshape(B, T, -1), self.recurrent_kernel, **common)
             mode = "projected"
         else:
             out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, **common)
@@ -773,27 +766,35 @@ class _Recurrent(Layer):
         """The kernels' cell: its name and activations."""
         return dict(cell=self._cell, activation=self.activation, recurrent_activation=self.recurrent_activation)
 
-    def _call_on_tokens(self, tokens, training, mask, h_masks=None):
+    def _call_on_tokens(self, tokens, training, mask, x_masks=None, h_masks=None):
         """The layer on an Embedding's output without gathering it (B,T,E): the embedding
         rows in use are projected once, (U,E) @ kernel -> (U,G*H), and the kernel gathers
-        rows of that table."""
+        rows of that table. With input dropout (x_masks) a sample's inputs are its own: the
+        table holds each sample's distinct tokens, projected with its masks."""
         embedding, ids = tokens.embedding, tokens.ids
         self._check_width(tokens.shape)
         mask = self._steps_mask(mask, ids.shape)
         if self.go_backwards:
             ids = ids[:, ::-1]
-        V = embedding.input_dim
-        present = np.zeros(V, bool)
-        present[ids] = True
-        used = np.flatnonzero(present)              # (U,) token ids in this batch
-        remap = np.zeros(V, np.int32)
-        remap[used] = np.arange(used.size, dtype=np.int32)
-        rows = remap[ids]                           # (B,T) rows of the projected table
-        emb_used = embedding.embeddings[used]       # (U,E)
         bias, recurrent_bias = self._biases()
-        table = _core.affine(emb_used, self.kernel, bias)
-        # Without a mask, leading padding (id 0) is skipped exactly (a shared trajectory).
-        pad_row = int(remap[0]) if present[0] and mask is None else -1
+        if x_masks is None:
+            V = embedding.input_dim
+            present = np.zeros(V, bool)
+            present[ids] = True
+            used = np.flatnonzero(present)              # (U,) token ids in this batch
+            remap = np.zeros(V, np.int32)
+            remap[used] = np.arange(used.size, dtype=np.int32)
+            rows = remap[ids]                           # (B,T) rows of the projected table
+            emb_used = embedding.embeddings[used]       # (U,E)
+            table = _core.affine(emb_used, self.kernel, bias)
+            # Without a mask, leading padding (id 0) is skipped exactly (a shared trajectory).
+            pad_row = int(remap[0]) if present[0] and mask is None else -1
+            sample_rows = None
+        else:
+            used, rows, sample_rows = _tokens_per_sample(ids)
+            emb_used = embedding.embeddings[used]       # (U,E)
+            table = _core.affine_masked(emb_used, self.kernel, bias, x_masks, sample_rows)
+            pad_row = -1                                # each sample's padding is its own
         out = _core.rnn_forward_tokens(rows, table, self.recurrent_kernel, pad_row,
                                        recurrent_bias=recurrent_bias, return_sequences=self.return_sequences,
                                        workspace=self._workspace_for(training), training=training,
@@ -801,7 +802,7 @@ class _Recurrent(Layer):
                                        **self._cell_args())
         if training:
             self._mode, self._used, self._emb_used, self._batch = "tokens", used, emb_used, ids.shape
-            self._x_masks = None
+            self._x_masks, self._sample_rows = x_masks, sample_rows
         return self._outputs(out, mask, training)
 
     def backward(self, d):
@@ -843,14 +844,20 @@ class _Recurrent(Layer):
         elif self._mode == "projected":
             dtable, dr, *drb = _core.rnn_backward_table(self._workspace, self.recurrent_kernel, dh_last,
                                                         dh_seq, d_c, need_rb)
-            dx, dk, db = _core.affine_masked_backward(self._x, self.kernel, self._x_masks, dtable)
+            dx, dk, db = _core.affine_masked_backward(self._x.reshape(B * T, -1), self.kernel, self._x_masks,
+                                                      dtable.reshape(B * T, -1), _sample_rows(B, T))
+            dx = dx.reshape(self._x.shape)
         if self._mode != "tokens":
             if self.go_backwards:
                 dx = np.ascontiguousarray(dx[:, ::-1])  # back to the input's order
         else:
             dtable, dr, *drb = _core.rnn_backward_table(self._workspace, self.recurrent_kernel, dh_last,
                                                          dh_seq, d_c, need_rb)
-            demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
+            if self._x_masks is None:
+                demb_used, dk, db = _core.affine_backward(self._emb_used, self.kernel, dtable)
+            else:
+                demb_used, dk, db = _core.affine_masked_backward(self._emb_used, self.kernel, self._x_masks,
+                                                                 dtable, self._sample_rows)
             dx = TokenRowsGradient(self._used, demb_used)
         grads = [dk, dr] + ([self._bias_gradient(db, drb[0] if drb else None)] if self.use_bias else [])
         return dx, grads
@@ -950,22 +957,49 @@ class SimpleRNN(_Recurrent):
         return config
 
 
+def _sample_rows(B, T):
+    """affine_masked's sample_rows for B samples of T rows each: (B+1,) int32."""
+    return (np.arange(B + 1, dtype=np.int64) * T).astype(np.int32)  # B*T < 2**31: x's rows are checked first
+
+
+def _tokens_per_sample(ids):
+    """Each sample's distinct tokens of ids (B,T): (tokens (U,) int32 sample by sample, rows
+    (B,T) int32 of them, sample_rows (B+1,) int32: sample b's are [sample_rows[b],
+    sample_rows[b+1]))."""
+    B, T = ids.shape
+    if T == 0:
+        return np.zeros(0, np.int32), np.zeros((B, 0), np.int32), np.zeros(B + 1, np.int32)
+    sorted_ids = np.sort(ids, axis=1)
+    first = np.ones((B, T), bool)            # the first of each run of a token in a sorted row
+    first[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
+    tokens = sorted_ids[first]               # (U,) row by row, ascending within a row
+    counts = first.sum(axis=1)
+    sample_rows = np.zeros(B + 1, np.int32)
+    np.cumsum(counts, out=sample_rows[1:])
+    # row of (b, id): sample_rows[b] + the rank of id among row b's distinct tokens
+    rank = np.cumsum(first, axis=1) - 1      # (B,T) ranks, in sorted order
+    order = np.argsort(ids, axis=1, kind="stable")
+    rows = np.empty((B, T), np.int32)
+    np.put_along_axis(rows, order, (rank + sample_rows[:B, None]).astype(np.int32), axis=1)
+    return tokens.astype(np.int32), rows, sample_rows
+
+
 def _add_input_gradients(a, b, inputs=None):
     """The sum of two layers' gradients of the same input: arrays, or TokenRowsGradients (of
-    a TokenSequence `inputs`); a mix becomes one TokenRowsGradient of `inputs`' tokens."""
-    if isinstance(a, TokenRowsGradient) and isinstance(b, TokenRowsGradient) and np.array_equal(a.rows, b.rows):
-        return TokenRowsGradient(a.rows, a.values + b.values)
-    if not isinstance(a, TokenRowsGradient) and not isinstance(b, TokenRowsGradient):
+    a TokenSequence `inputs`); otherwise one TokenRowsGradient holding both's rows (an
+    array's: one per position of `inputs`), which the Embedding adds up."""
+    tokens_a, tokens_b = isinstance(a, TokenRowsGradient), isinstance(b, TokenRowsGradient)
+    if not tokens_a and not tokens_b:
         return a + b
-    if not isinstance(inputs, TokenSequence):
+    if tokens_a and tokens_b and np.array_equal(a.rows, b.rows):
+        return TokenRowsGradient(a.rows, a.values + b.values)
+    if not (tokens_a and tokens_b) and not isinstance(inputs, TokenSequence):
         raise TypeError("gradients of a token sequence need the TokenSequence they belong to")
     parts = [g if isinstance(g, TokenRowsGradient) else
              TokenRowsGradient(inputs.ids.reshape(-1), np.asarray(g, np.float32).reshape(-1, inputs.shape[-1]))
              for g in (a, b)]
-    rows, where = np.unique(np.concatenate([g.rows for g in parts]), return_inverse=True)
-    values = _core.add_rows_at(len(rows), where.astype(np.int32),
-                               np.ascontiguousarray(np.concatenate([g.values for g in parts]), np.float32))
-    return TokenRowsGradient(rows.astype(np.int32), values)
+    return TokenRowsGradient(np.concatenate([np.asarray(g.rows, np.int32) for g in parts]),
+                             np.concatenate([np.asarray(g.values, np.float32) for g in parts]))
 
 
 class Bidirectional(Layer):
@@ -1090,9 +1124,6 @@ class Bidirectional(Layer):
         return out
 
     def call(self, x, training=False, mask=None):
-        fwd, bwd = self.forward_layer, self.backward_layer
-        if isinstance(x, TokenSequence) and fwd._reads_tokens(training) != bwd._reads_tokens(training):
-            x = np.asarray(x)  # one direction gathers (input dropout): both read the same array
         y = self.forward_layer.call(x, training=training, mask=mask)
         y_rev = self.backward_layer.call(x, training=training, mask=mask)
         states = []

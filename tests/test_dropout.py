@@ -23,7 +23,7 @@ def fixed_masks(rng, layer, B, E):
 
 
 CASES = [dict(dropout=0.3), dict(dropout=0.3, implementation=1), dict(recurrent_dropout=0.3),
-         dict(dropout=0.2, recurrent_dropout=0.3)]
+         dict(dropout=0.2, recurrent_dropout=0.3), dict(dropout=0.3, go_backwards=True)]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
@@ -54,7 +54,7 @@ def test_injected_masks_match_reference(rng, monkeypatch, cell, case, tokens):
     if cell == "lstm":
         up["c"] = rng.normal(size=(B, H))
     seq, _, states, dx, dw = torch_rnn.gradients(cell, x, [layer.kernel, layer.recurrent_kernel, layer.bias], up,
-                                                 x_masks=x_m, h_masks=h_m)
+                                                 x_masks=x_m, h_masks=h_m, go_backwards=layer.go_backwards)
     np.testing.assert_allclose(outs[0], seq, atol=3e-6)
     for got, want in zip(outs[1:], states):
         np.testing.assert_allclose(got, want, atol=3e-6)
@@ -62,8 +62,8 @@ def test_injected_masks_match_reference(rng, monkeypatch, cell, case, tokens):
     torch_rnn.assert_gradients(grads, dw, d_in, dx, *((emb, ids) if tokens else ()))
     # inference never drops: the plain reference, and the same answer twice
     inf = layer(x)
-    np.testing.assert_allclose(inf[0], torch_rnn.outputs(cell, x, [layer.kernel, layer.recurrent_kernel, layer.bias])[0],
-                               atol=3e-6)
+    np.testing.assert_allclose(inf[0], torch_rnn.outputs(cell, x, [layer.kernel, layer.recurrent_kernel, layer.bias],
+                                                         go_backwards=layer.go_backwards)[0], atol=3e-6)
     np.testing.assert_array_equal(inf[0], layer(x)[0])
 
 
@@ -158,42 +158,56 @@ def test_keras_layers_given_the_same_masks_agree(rng, cell):
 @pytest.mark.parametrize("G", [1, 3])
 @pytest.mark.parametrize("E", [7, 37])  # one partial panel of inputs; several, the last partial
 def test_masked_projection_matches_numpy_for_any_thread_count(rng, threads, G, E):
-    """affine_masked: z_b = x_b @ (kernel, column block g scaled by mask[b,g]) + bias, and its
-    backward, against float64 numpy; bitwise the same with 1 and 2 threads. Blocks of 11
+    """affine_masked: the rows of sample b, [sample_rows[b], sample_rows[b+1]) (here 0 to 9 of
+    them, one sample none), are x_b @ (kernel, column block g scaled by mask[b,g]) + bias; and
+    its backward, against float64 numpy; bitwise the same with 1 and 2 threads. Blocks of 11
     columns: a panel of 16 columns spans two blocks."""
     from fastlstm import _core
 
-    B, T, M = 19, 5, 3 * 11
-    x = rng.normal(size=(B, T, E)).astype(np.float32)
+    B, M = 19, 3 * 11
+    counts = rng.integers(1, 10, size=B)
+    counts[4] = 0
+    lo = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    N = int(lo[-1])
+    sample = np.repeat(np.arange(B), counts)               # row -> its sample
+    x = rng.normal(size=(N, E)).astype(np.float32)
     K = rng.normal(size=(E, M)).astype(np.float32)
     b = rng.normal(size=M).astype(np.float32)
     mask = ((rng.random((B, G, E)) > 0.3) / 0.7).astype(np.float32)
-    dz = rng.normal(size=(B, T, M)).astype(np.float32)
+    dz = rng.normal(size=(N, M)).astype(np.float32)
     cols = np.repeat(np.arange(G), M // G)                 # column -> its block
     Kb = K[None] * mask[:, cols].transpose(0, 2, 1)       # (B,E,M) each sample's kernel
-    want = np.einsum("bte,bem->btm", x.astype(np.float64), Kb) + b
-    want_dx = np.einsum("btm,bem->bte", dz.astype(np.float64), Kb)
-    want_dk = np.einsum("bte,btm,bem->em", x.astype(np.float64), dz, mask[:, cols].transpose(0, 2, 1))
+    Kr = Kb[sample].astype(np.float64)                    # (N,E,M) each row's
+    want = np.einsum("ne,nem->nm", x.astype(np.float64), Kr) + b
+    want_dx = np.einsum("nm,nem->ne", dz.astype(np.float64), Kr)
+    want_dk = np.einsum("ne,nm,nem->em", x.astype(np.float64), dz, mask[sample][:, cols].transpose(0, 2, 1))
     runs = []
     for n in (1, 2):
         fastlstm.set_num_threads(n)
-        z = _core.affine_masked(x, K, b, mask)
-        runs.append([z, *_core.affine_masked_backward(x, K, mask, dz)])
-    for got, w in zip(runs[0], [want, want_dx, want_dk, dz.sum((0, 1))]):
+        z = _core.affine_masked(x, K, b, mask, lo)
+        runs.append([z, *_core.affine_masked_backward(x, K, mask, dz, lo)])
+    for got, w in zip(runs[0], [want, want_dx, want_dk, dz.sum(0)]):
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-4)
     for a, c in zip(*runs):
         np.testing.assert_array_equal(a, c)
     # the kernel masked first in float32 (one rounding per entry), then the plain product: the same bits
-    Kb32 = K[None] * mask[:, cols].transpose(0, 2, 1)
-    for s in (0, B - 1):
-        np.testing.assert_array_equal(runs[1][0][s], _core.affine(x[s], Kb32[s], b))
-        np.testing.assert_array_equal(runs[1][1][s], _core.affine_backward(x[s], Kb32[s], dz[s])[0])
-    no_dx = _core.affine_masked_backward(x, K, mask, dz, need_dx=False)
+    for s in (0, 1, B - 1):
+        rows = slice(lo[s], lo[s + 1])
+        np.testing.assert_array_equal(runs[1][0][rows], _core.affine(x[rows], Kb[s], b))
+        np.testing.assert_array_equal(runs[1][1][rows], _core.affine_backward(x[rows], Kb[s], dz[rows])[0])
+    no_dx = _core.affine_masked_backward(x, K, mask, dz, lo, need_dx=False)
     assert no_dx[0] is None
     for a, c in zip(no_dx[1:], runs[1][2:]):
         np.testing.assert_array_equal(a, c)
     with pytest.raises(ValueError, match="G dividing M"):
-        _core.affine_masked(x, K, b, np.ones((B, 2, E), np.float32))
+        _core.affine_masked(x, K, b, np.ones((B, 2, E), np.float32), lo)
+    for bad in (lo[::-1].copy(), lo + 1, np.minimum(lo, N - 1), lo[:-1]):
+        with pytest.raises(ValueError, match="sample_rows"):
+            _core.affine_masked(x, K, b, mask, bad)
+        with pytest.raises(ValueError, match="sample_rows"):
+            _core.affine_masked_backward(x, K, mask, dz, bad)
+    with pytest.raises(ValueError, match="sample_rows must have dtype int32"):
+        _core.affine_masked(x, K, b, mask, lo.astype(np.int64))
 
 
 @pytest.mark.keras
@@ -230,3 +244,52 @@ def test_bidirectional_over_tokens_with_input_dropout_in_one_direction_trains(rn
     m.fit(x, to_categorical(rng.integers(0, 2, size=8), 2), epochs=1, batch_size=4, verbose=0)
     after = m.get_weights()
     assert all(np.isfinite(w).all() and not np.array_equal(w, w0) for w, w0 in zip(after, before))
+
+
+def test_bidirectional_over_tokens_with_input_dropout_matches_reference(rng, monkeypatch):
+    """Both directions drop their inputs (each sample's distinct tokens projected with its
+    masks) and their token gradients, rows repeated across samples, meet in the Embedding:
+    the output and d embeddings against the float64 reference of each direction."""
+    from fastlstm.layers import Bidirectional
+
+    B, T, V, E, H = 5, 7, 6, 3, 4
+    emb = Embedding(V, E)
+    emb.build()
+    bi = Bidirectional(LSTM(H, dropout=0.3), backward_layer=LSTM(H, dropout=0.4, go_backwards=True), merge_mode="sum")
+    bi.build((None, T, E))
+    layers = (bi.forward_layer, bi.backward_layer)
+    masks = [fixed_masks(rng, layer, B, E) for layer in layers]
+    for layer, m in zip(layers, masks):
+        monkeypatch.setattr(layer, "_dropout_masks", lambda B_, E_, m=m: m)
+    ids = rng.integers(0, V, size=(B, T))
+    ids[0, :4] = 0
+    out = bi.call(emb.call(ids, training=True), training=True)
+    up = rng.normal(size=(B, H))
+    x = emb.embeddings[ids]
+    want_out, want_dx = 0, 0
+    for layer, (x_m, h_m) in zip(layers, masks):
+        _, last, _, dx, _ = torch_rnn.gradients("lstm", x, [layer.kernel, layer.recurrent_kernel, layer.bias],
+                                                {"last": up}, x_masks=x_m, h_masks=h_m, go_backwards=layer.go_backwards)
+        want_out, want_dx = want_out + last, want_dx + dx
+    np.testing.assert_allclose(out, want_out, atol=3e-6)
+    d_in, _ = bi.backward(up)
+    want = np.zeros(emb.embeddings.shape)
+    np.add.at(want, ids.reshape(-1), want_dx.reshape(-1, E))
+    np.testing.assert_allclose(emb.backward(d_in)[1][0], want, rtol=1e-4, atol=2e-5)
+
+
+def test_tokens_per_sample_lists_each_samples_distinct_tokens(rng):
+    """Input dropout's table over tokens: sample b's rows are its distinct tokens (np.unique of
+    its ids), and its ids map to rows of its own that hold the same tokens."""
+    from fastlstm.layers import _tokens_per_sample
+
+    ids = rng.integers(0, 9, size=(6, 11)).astype(np.int32)
+    ids[2] = 3
+    tokens, rows, lo = _tokens_per_sample(ids)
+    assert tokens.dtype == rows.dtype == lo.dtype == np.int32 and lo[0] == 0 and lo[-1] == len(tokens)
+    for b in range(len(ids)):
+        np.testing.assert_array_equal(tokens[lo[b]:lo[b + 1]], np.unique(ids[b]))
+        assert ((rows[b] >= lo[b]) & (rows[b] < lo[b + 1])).all()
+        np.testing.assert_array_equal(tokens[rows[b]], ids[b])
+    tokens, rows, lo = _tokens_per_sample(np.zeros((3, 0), np.int32))
+    assert tokens.shape == (0,) and rows.shape == (3, 0) and list(lo) == [0, 0, 0, 0]

@@ -12,7 +12,7 @@ import pytest
 
 from fastlstm import _core
 
-SEED = dict(B=100, T=100, H=100, G=4, U=1000, token_input=True, training=True)  # train_reuters's LSTM
+SEED = dict(B=100, T=100, H=100, G=4, U=1000, shared_rows=True, training=True)  # train_reuters's LSTM
 
 
 def split(threads, **shape):
