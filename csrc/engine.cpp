@@ -140,8 +140,8 @@ void rnn_forward(Workspace& ws, const float* table, int U, bool token_input, int
   const int GH = Cell::kGates * H, W = Cell::kKept * H;
   // Whether two batch rows read one table row (tokens; not a table of each row's own
   // inputs, as input dropout's): backward's chunks then scatter into tables of their own.
-  bool shared_rows = false;
-  if (token_input) {
+  bool shared_rows = token_input && !training;  // (inference: no backward, not looked at)
+  if (token_input && training) {
     std::vector<int> reader(U, -1);  // the batch row that reads each table row
     for (int b = 0; b < B && !shared_rows; ++b) {
       for (int t = 0; t < T; ++t) {
@@ -487,12 +487,14 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     const PanelB rect_units{rect.b + size_t(u0 / kPanel) * rect.panel_stride, rect.panel_stride, rect.row_stride};
     auto keep_of = [&](int s, int g) { return ws.rec_keep.data() + (size_t(ws.row_of_slot[s]) * G + g) * H; };
     int32_t* rowg = ws.row_group.data() + size_t(j) * cap;
-    // Token input: chunk 0 scatters into dtable, the others into their own copies. Dense
-    // input: every position is its own row, so chunks share dtable (each zeroes its rows).
+    // Rows shared between chunks (private_dtable): chunk 0 scatters into dtable, the others
+    // into their own copies, each zeroing its own. Else the chunks share dtable: dense input
+    // (every position its own row: each chunk zeroes its rows), or token rows read by one
+    // batch row each (zeroed by the team before the chunks start).
     float* dtab = private_dtable && j > 0 ? ws.dtable_chunk.data() + size_t(j - 1) * U * GH : dtable;
     if (member == 0) {
       if (ws.token_input) {
-        if (j == 0 || private_dtable) std::fill_n(dtab, size_t(U) * GH, 0.f);
+        if (private_dtable) std::fill_n(dtab, size_t(U) * GH, 0.f);
       } else {
         for (int s = traj + 1; s < hi; ++s) {
           std::fill_n(dtable + size_t(ws.row_of_slot[s]) * T * GH, size_t(T) * GH, 0.f);
@@ -660,10 +662,17 @@ void rnn_backward(Workspace& ws, const float* recurrent, const float* dh_last,
     }
     if (kk > 0) flush();
   };
+  constexpr int kBlocks = 16;
+  if (ws.token_input && !private_dtable) {  // one dtable for all chunks: zeroed before any scatters
+#pragma omp for schedule(static)
+    for (int p = 0; p < kBlocks; ++p) {
+      const size_t u0 = size_t(U) * p / kBlocks, u1 = size_t(U) * (p + 1) / kBlocks;
+      std::fill(dtable + u0 * GH, dtable + u1 * GH, 0.f);
+    }  // (the implied barrier)
+  }
   teams.run(nchunks, run_chunk);
 
   // drecurrent and dtable: the chunks' partial sums, added in chunk order, by row blocks.
-  constexpr int kBlocks = 16;
 #pragma omp for schedule(static)
   for (int p = 0; p < kBlocks; ++p) {
     const size_t r0 = size_t(H) * p / kBlocks, r1 = size_t(H) * (p + 1) / kBlocks;

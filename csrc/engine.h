@@ -5,7 +5,8 @@
 // The input projection x @ kernel + bias is done outside the time loop (affine),
 // so the recurrence reads each step's projected input as a row of a "table" (U,G*H):
 //   - dense input:  table = x @ kernel + bias for every (b,t), row index b*T + t;
-//   - token input:  table = embeddings[unique tokens] @ kernel + bias, row index from ids (B,T).
+//   - token input:  table = embeddings[unique tokens] @ kernel + bias, row index from ids (B,T)
+//                   (input dropout: each sample's own distinct tokens, @ its masked kernel).
 // With token input, leading padding is skipped exactly: every row starts with a run of
 // `pad_row` from the zero state, which follows one shared trajectory; each row starts at
 // its first real token from the trajectory's state (and sends its gradient back through it).

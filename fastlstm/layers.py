@@ -753,7 +753,7 @@ class _Recurrent(Layer):
         if x_masks is not None:  # each sample's kernel ⊙ its masks (one per gate, or one for all)
             B, T, E = x.shape
             table = _core.affine_masked(x.reshape(B * T, E), self.kernel, bias, x_masks, _sample_rows(B, T))
-            out = _core.rnn_forward_projected(table.reshape(B, T, -1), self.recurrent_kernel, **common)
+            out = _core.rnn_forward_projected(table.reshape(B, T, self.kernel.shape[1]), self.recurrent_kernel, **common)
             mode = "projected"
         else:
             out = _core.rnn_forward(x, self.kernel, self.recurrent_kernel, bias, **common)
@@ -844,8 +844,9 @@ class _Recurrent(Layer):
         elif self._mode == "projected":
             dtable, dr, *drb = _core.rnn_backward_table(self._workspace, self.recurrent_kernel, dh_last,
                                                         dh_seq, d_c, need_rb)
-            dx, dk, db = _core.affine_masked_backward(self._x.reshape(B * T, -1), self.kernel, self._x_masks,
-                                                      dtable.reshape(B * T, -1), _sample_rows(B, T))
+            dx, dk, db = _core.affine_masked_backward(self._x.reshape(B * T, self._x.shape[2]), self.kernel,
+                                                      self._x_masks, dtable.reshape(B * T, dtable.shape[2]),
+                                                      _sample_rows(B, T))
             dx = dx.reshape(self._x.shape)
         if self._mode != "tokens":
             if self.go_backwards:
@@ -969,7 +970,8 @@ def _tokens_per_sample(ids):
     B, T = ids.shape
     if T == 0:
         return np.zeros(0, np.int32), np.zeros((B, 0), np.int32), np.zeros(B + 1, np.int32)
-    sorted_ids = np.sort(ids, axis=1)
+    order = np.argsort(ids, axis=1, kind="stable")
+    sorted_ids = np.take_along_axis(ids, order, axis=1)
     first = np.ones((B, T), bool)            # the first of each run of a token in a sorted row
     first[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
     tokens = sorted_ids[first]               # (U,) row by row, ascending within a row
@@ -978,7 +980,6 @@ def _tokens_per_sample(ids):
     np.cumsum(counts, out=sample_rows[1:])
     # row of (b, id): sample_rows[b] + the rank of id among row b's distinct tokens
     rank = np.cumsum(first, axis=1) - 1      # (B,T) ranks, in sorted order
-    order = np.argsort(ids, axis=1, kind="stable")
     rows = np.empty((B, T), np.int32)
     np.put_along_axis(rows, order, (rank + sample_rows[:B, None]).astype(np.int32), axis=1)
     return tokens.astype(np.int32), rows, sample_rows

@@ -293,3 +293,28 @@ def test_tokens_per_sample_lists_each_samples_distinct_tokens(rng):
         np.testing.assert_array_equal(tokens[rows[b]], ids[b])
     tokens, rows, lo = _tokens_per_sample(np.zeros((3, 0), np.int32))
     assert tokens.shape == (0,) and rows.shape == (3, 0) and list(lo) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3), (0, 4, 3), (0, 0, 3)])
+@pytest.mark.parametrize("tokens", [False, True])
+def test_dropout_on_empty_batches_and_sequences(rng, shape, tokens):
+    """No samples, or no steps, under input dropout: the outputs of the same layer without
+    dropout (zeros, or nothing), and the backward's gradients of the right shapes."""
+    B, T, E = shape
+    layer = LSTM(4, dropout=0.3, recurrent_dropout=0.2, return_sequences=True)
+    layer.build((None, None, E))
+    if tokens:
+        emb = Embedding(5, E)
+        emb.build()
+        x = emb.call(np.zeros((B, T), np.int32), training=True)
+    else:
+        x = np.zeros(shape, np.float32)
+    out = layer.call(x, training=True)
+    assert out.shape == (B, T, 4) and not out.any()
+    d_in, grads = layer.backward(np.ones((B, T, 4), np.float32))
+    assert [g.shape for g in grads] == [w.shape for w in layer.weights]
+    assert not any(g.any() for g in grads)
+    if tokens:
+        assert not emb.backward(d_in)[1][0].any()
+    else:
+        assert d_in.shape == shape

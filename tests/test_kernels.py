@@ -131,6 +131,27 @@ def test_token_path_with_a_large_table(rng, threads):
         np.testing.assert_array_equal(a, b_)
 
 
+def test_token_rows_read_by_one_row_each_for_any_thread_count(rng, threads):
+    """Table rows that no two batch rows share (input dropout's per-sample tables): the chunks
+    scatter into one table gradient, each row's the dz of its one position, as the dense path
+    gives it; rows nobody reads are zero; the same bits at 1 and 2 threads, run after run
+    (large enough that a chunk's scatter would overlap another's zeroing, were it racing)."""
+    B, T, H, spare = 128, 200, 64, 50
+    table = (rng.normal(size=(B * T + spare, 4 * H)) * 0.1).astype(np.float32)
+    R = (rng.normal(size=(H, 4 * H)) * 0.1).astype(np.float32)
+    ids = rng.permutation(B * T).astype(np.int32).reshape(B, T)
+    dh = rng.normal(size=(B, H)).astype(np.float32)
+    ws = _core.Workspace()
+    _core.rnn_forward_projected(np.ascontiguousarray(table[ids]), R, workspace=ws)
+    dense = _core.rnn_backward_table(ws, R, dh)[0]  # (B,T,4H): position b*T+t's own row
+    want = np.zeros_like(table)
+    want[ids.reshape(-1)] = dense.reshape(-1, 4 * H)
+    for n in (1, 2, 2, 2):
+        fastlstm.set_num_threads(n)
+        _core.rnn_forward_tokens(ids, table, R, workspace=ws)
+        np.testing.assert_array_equal(_core.rnn_backward_table(ws, R, dh)[0], want)
+
+
 def test_inference_forward_equals_training_forward(rng):
     """training=False keeps only the current step (no gates for backward): same outputs."""
     B, T, E, H, V = 9, 13, 5, 6, 5
