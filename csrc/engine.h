@@ -44,6 +44,7 @@ struct Workspace {
   bool has_forward = false;
   bool token_input = false;
   bool shared_rows = false;        // token input whose table rows several batch rows read
+                                   // (found in training forwards; set, unused, at inference)
   bool dense_input = false;        // the last forward was rnn_forward_dense (dense_input.h)
   bool masked = false;             // the last forward took a mask: `valid`
   bool rec_dropout = false;        // ... and recurrent dropout: `rec_keep`
