@@ -228,9 +228,7 @@ void add_rows_at(const int32_t* ids, const float* values, int N, int E, float* o
   // team only where there are 65536 values per thread.
   const int64_t blocks = (int64_t(E) + kPanel - 1) / kPanel;
   const int nth = team_size(int(std::max<int64_t>(1, std::min({int64_t(get_num_threads()), blocks, int64_t(N) * E / 65536}))));
-#pragma omp parallel num_threads(nth) if (nth > 1)
-  {
-    const int64_t me = omp_get_thread_num(), team = omp_get_num_threads();
+  auto add_columns = [&](int64_t me, int64_t team) {
     const int c0 = int(std::min<int64_t>(E, blocks * me / team * kPanel));
     const int c1 = int(std::min<int64_t>(E, blocks * (me + 1) / team * kPanel));
     for (int n = 0; n < N; ++n) {
@@ -239,7 +237,13 @@ void add_rows_at(const int32_t* ids, const float* values, int N, int E, float* o
 #pragma omp simd
       for (int c = c0; c < c1; ++c) o[c] += v[c];
     }
-  }
+  };
+  // One thread: no OpenMP call at all. Even a serialized region enters the runtime, and a
+  // fork() while this runs in another thread could leave the child a runtime lock held
+  // (libomp's: the child's first region then waited for ever).
+  if (nth == 1) return add_columns(0, 1);
+#pragma omp parallel num_threads(nth)
+  add_columns(omp_get_thread_num(), omp_get_num_threads());
 }
 
 }  // namespace fastlstm
